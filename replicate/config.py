@@ -1,0 +1,251 @@
+"""The configuration schema: what a paper config and a run may say, and the checks Hydra cannot do.
+
+Hydra composes `conf/` into this schema, so a misspelt key is an error rather than a silent default.
+`check_config(cfg)` then checks values (positive learning rate, known names, ...) and raises
+`ConfigError` with a one-line message; the CLI prints it without a traceback.
+
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), user_cfg); check_config(cfg)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; the message is one line: what is wrong, what is allowed."""
+
+
+STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
+DIRECTIONS = ("higher", "lower")
+METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
+MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "gru")
+DATASETS = ("mnist1d", "sklearn_digits", "mnist", "cifar10")
+DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
+INITS = ("pytorch", "sklearn_glorot")
+SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+LOGGERS = ("wandb", "none")
+LOSSES = ("cross_entropy", "clipped_log_loss")
+
+
+@dataclass
+class ClaimConfig:
+    name: str = MISSING  # human-readable, e.g. "test accuracy (MLP)"
+    metric: str = MISSING  # one of METRICS: what the trainer measures for this claim
+    split: str = MISSING  # "test" | "train": the data the number is computed on
+    value: float = MISSING  # the published number, in `unit`
+    unit: str = MISSING  # "%" | "fraction" | "nats"
+    direction: str = MISSING  # which way is better: "higher" | "lower"
+    statistic: str = MISSING  # what the published number is: one of STATISTICS
+    n: Optional[int] = None  # runs behind the published number (mean_of_n, median_of_n, best_of_n)
+    std: Optional[float] = None  # published spread, when the source gives one
+    tolerance: float = MISSING  # margin, in `unit`, within which a measurement counts as the same result
+    tolerance_reason: str = MISSING  # why this margin, from what the source states
+    location: str = MISSING  # where the source states the number (file, table, line)
+    quote: str = ""  # the source's own words, when short
+    seed: Optional[int] = None  # the seed the published run used, when the source fixes it
+
+
+@dataclass
+class PaperConfig:
+    id: str = MISSING
+    title: str = MISSING
+    authors: str = MISSING
+    venue: str = MISSING
+    year: int = MISSING
+    url: str = MISSING
+    source_files: List[str] = field(default_factory=list)  # "owner/repo:path" of the code that produced the claims
+    claims: List[ClaimConfig] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # one of MODELS
+    input_size: int = MISSING
+    output_size: int = MISSING
+    hidden_size: Optional[int] = None
+    channels: Optional[int] = None
+    bidirectional: bool = True
+    init: str = "pytorch"  # one of INITS: PyTorch's default init, or scikit-learn's Glorot-uniform from its random_state
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # one of DATASETS
+    root: Optional[str] = None  # directory with downloaded files (mnist, cifar10); generated data is cached here too
+    order: str = "shuffle"  # one of DATA_ORDERS: how the training set is walked
+    drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
+    seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
+    scaling: str = "none"  # "none" | "minmax": feature scaling fitted on the training set
+    flatten: bool = False  # images as flat vectors (MLPs on MNIST)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # sgd | adam | adamw | rmsprop | adagrad | adadelta
+    lr: float = MISSING  # in the paper's own units (see conventions.lr_unit)
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # in the paper's own form (see conventions.weight_decay_form)
+    decay_biases: bool = True  # False: weight decay on weight matrices only (scikit-learn, many Caffe nets)
+    eps: Optional[float] = None  # None: the optimizer's PyTorch default
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    alpha: float = 0.99  # RMSprop smoothing
+    rho: float = 0.9  # Adadelta
+    centered: bool = False
+    initial_accumulator_value: float = 0.0
+    grad_clip: Optional[float] = None  # global-norm threshold, per seed
+    grad_clip_value: Optional[float] = None  # elementwise threshold
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # one of SCHEDULES
+    gamma: float = 0.1  # step/multistep factor; Caffe "inv" gamma
+    step_size: int = 1  # step: decay every step_size steps
+    milestones: List[int] = field(default_factory=list)  # multistep: steps at which lr *= gamma
+    power: float = 0.75  # Caffe "inv": lr·(1 + gamma·step)^(−power)
+    power_t: float = 0.5  # scikit-learn invscaling: lr / (samples_seen + 1)^power_t, updated each epoch
+    knots: List[float] = field(default_factory=list)  # piecewise_linear: positions as fractions of training
+    values: List[float] = field(default_factory=list)  # piecewise_linear: lr multipliers at the knots
+
+
+@dataclass
+class ConventionsConfig:
+    """How the original code computed its update. Vocabulary: replicate.conventions."""
+
+    loss_reduction: str = MISSING
+    weight_decay_form: str = MISSING
+    momentum_form: str = MISSING
+    eps_placement: str = MISSING
+    lr_unit: str = "per_batch"
+    lr_unit_examples: int = 1
+    lr_momentum_normalized: bool = False
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = MISSING
+    steps: Optional[int] = None  # optimizer updates; overrides epochs (use it to shorten any run)
+    epochs: Optional[int] = None
+    convention: Optional[str] = None  # None: execute the paper's own conventions; else a preset to convert to
+    dtype: str = "float32"
+    # how reported loss values are computed (gradients are of cross-entropy either way, as in
+    # scikit-learn's backprop): cross_entropy, or clipped_log_loss = log of probabilities clipped to [eps, 1 - eps]
+    loss_value: str = "cross_entropy"
+    eval_every: int = 0  # steps between learning-curve points (0: about 25 points per run)
+    batched: str = "auto"  # "auto" | "true" | "false": train the seeds together as one batched computation
+
+
+@dataclass
+class RuntimeConfig:
+    threads: Optional[int] = None  # intra-op threads; None: 1 per process on CPU (small models are overhead-bound)
+    progress: bool = True
+
+
+@dataclass
+class WandbConfig:
+    project: str = "replicate"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # None: $WANDB_MODE if set, else "offline"
+    dir: Optional[str] = None  # None: the run directory
+
+
+@dataclass
+class Config:
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    seeds: int = 5  # number of seeds: 0 .. seeds-1
+    seed: Optional[int] = None  # run exactly this one seed (fan seeds out as separate jobs)
+    device: str = "auto"
+    logger: str = "wandb"
+    dry_run: bool = False  # compose and check the config, train nothing
+
+
+def _require_choice(value: Any, allowed: tuple, what: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def _require_positive(value: Any, what: str) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+
+
+def check_config(cfg: Any) -> None:
+    """Check values the schema cannot express. Raises ConfigError with one line."""
+    from replicate import conventions
+
+    _require_choice(cfg.model.name, MODELS, "model")
+    _require_choice(cfg.model.init, INITS, "model.init")
+    _require_choice(cfg.data.name, DATASETS, "dataset")
+    _require_choice(cfg.data.order, DATA_ORDERS, "data.order")
+    _require_choice(cfg.data.scaling, ("none", "minmax"), "data.scaling")
+    _require_choice(cfg.schedule.name, SCHEDULES, "schedule")
+    _require_choice(cfg.train.dtype, DTYPES, "train.dtype")
+    _require_choice(cfg.train.loss_value, LOSSES, "train.loss_value")
+    _require_choice(str(cfg.train.batched).lower(), ("auto", "true", "false"), "train.batched")
+    _require_choice(cfg.device, DEVICES, "device")
+    _require_choice(cfg.logger, LOGGERS, "logger")
+    from replicate.optim import OPTIMIZERS
+
+    _require_choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
+    _require_positive(cfg.optimizer.lr, "optimizer.lr")
+    _require_positive(cfg.train.batch_size, "train.batch_size")
+    _require_positive(cfg.seeds, "seeds")
+    if cfg.seed is not None and cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.train.steps is None and cfg.train.epochs is None:
+        raise ConfigError("set train.steps or train.epochs")
+    if cfg.train.steps is not None:
+        _require_positive(cfg.train.steps, "train.steps")
+    if cfg.train.epochs is not None:
+        _require_positive(cfg.train.epochs, "train.epochs")
+    if cfg.optimizer.weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
+    if not 0 <= cfg.optimizer.momentum < 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {cfg.optimizer.momentum}")
+    for limit in ("grad_clip", "grad_clip_value"):
+        value = cfg.optimizer[limit]
+        if value is not None:
+            _require_positive(value, f"optimizer.{limit}")
+    if cfg.runtime.threads is not None:
+        _require_positive(cfg.runtime.threads, "runtime.threads")
+    try:
+        conventions.Convention(name="native", **conventions_fields(cfg))
+        if cfg.train.convention is not None:
+            conventions.get_convention(cfg.train.convention)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not cfg.paper.claims:
+        raise ConfigError(f"paper {cfg.paper.id!r} states no claims; add at least one under paper.claims")
+    for claim in cfg.paper.claims:
+        _check_claim(claim)
+
+
+def _check_claim(claim: Any) -> None:
+    _require_choice(claim.statistic, STATISTICS, f"statistic in claim {claim.name!r}")
+    _require_choice(claim.direction, DIRECTIONS, f"direction in claim {claim.name!r}")
+    _require_choice(claim.metric, METRICS, f"metric in claim {claim.name!r}")
+    if claim.tolerance < 0:
+        raise ConfigError(f"claim {claim.name!r}: tolerance must be >= 0, got {claim.tolerance}")
+    if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
+        raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")
+
+
+def conventions_fields(cfg: Any) -> dict:
+    """The paper's `conventions` block as keyword arguments for replicate.conventions.Convention."""
+    from omegaconf import OmegaConf
+
+    return dict(OmegaConf.to_container(cfg.conventions, resolve=True))

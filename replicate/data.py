@@ -1,0 +1,207 @@
+"""Datasets as tensors on the training device, and the order in which a paper walked them.
+
+Data is loaded once, converted once, and batches are taken by index: `x_train[indices]`, with
+`indices` of shape (n_seeds, batch) so several seeds can train at once, each in its own order.
+
+    data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
+    order = BatchOrder(len(data.y_train), batch_size=100, order="sequential", seeds=[0, 1])
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from replicate.config import ConfigError
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor | None  # None when the source evaluates on the training set only
+    y_test: torch.Tensor | None
+    num_classes: int
+    description: dict  # provenance and properties, for the report
+
+
+def cache_dir(root: str | None) -> Path:
+    """Where generated data is cached: data.root, else $REPLICATE_CACHE, else ~/.cache/replicate."""
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("REPLICATE_CACHE", Path.home() / ".cache" / "replicate"))
+
+
+def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str) -> Dataset:
+    loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits}
+    if data_cfg.name not in loaders:
+        raise ConfigError(f"unknown dataset {data_cfg.name!r}; allowed: {', '.join(loaders)}")
+    arrays, description = loaders[data_cfg.name](data_cfg)
+    x_train, y_train, x_test, y_test = arrays
+    if data_cfg.scaling == "minmax":
+        x_train, x_test = _minmax_scale(x_train, x_test)
+        description["scaling"] = "min-max to [0, 1], fitted on the training set"
+
+    def to_device(x, y):
+        if x is None:
+            return None, None
+        return (torch.as_tensor(x, dtype=dtype, device=device),
+                torch.as_tensor(y, dtype=torch.long, device=device))
+
+    x_train, y_train = to_device(x_train, y_train)
+    x_test, y_test = to_device(x_test, y_test)
+    num_classes = int(y_train.max().item()) + 1
+    description.update(n_train=len(y_train), n_test=0 if y_test is None else len(y_test),
+                       input_shape=list(x_train.shape[1:]), num_classes=num_classes)
+    return Dataset(data_cfg.name, x_train, y_train, x_test, y_test, num_classes, description)
+
+
+def _minmax_scale(x_train, x_test):
+    from sklearn.preprocessing import MinMaxScaler
+
+    scaler = MinMaxScaler().fit(x_train)
+    return scaler.transform(x_train), None if x_test is None else scaler.transform(x_test)
+
+
+def _load_mnist1d(data_cfg):
+    """MNIST-1D generated offline by the `mnist1d` package with its default arguments.
+
+    Greydanus & Kobak (ICML 2024); `mnist1d.data.make_dataset(get_dataset_args())` regenerates the
+    published `mnist1d_data.pkl` (never `get_dataset`, which tries a download first). Generation
+    takes seconds and imports matplotlib, so the arrays are cached as .npz keyed by the arguments.
+    """
+    from importlib import metadata
+
+    args_key = {"seed": data_cfg.seed, "mnist1d": metadata.version("mnist1d")}  # no import: it pulls in matplotlib
+    digest = hashlib.sha256(json.dumps(args_key, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir(data_cfg.root) / f"mnist1d-seed{data_cfg.seed}-{digest}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as cached:
+                arrays = tuple(cached[k] for k in ("x", "y", "x_test", "y_test"))
+        except (OSError, ValueError, KeyError):
+            arrays = None  # a damaged cache file is regenerated, never trusted
+    else:
+        arrays = None
+    if arrays is None:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.seed = data_cfg.seed
+        generated = make_dataset(args)
+        arrays = tuple(generated[k] for k in ("x", "y", "x_test", "y_test"))
+        _save_atomically(path, dict(zip(("x", "y", "x_test", "y_test"), arrays)))
+    description = {
+        "source": "mnist1d.data.make_dataset(get_dataset_args()) (package mnist1d), generated offline",
+        "generation_seed": data_cfg.seed,
+        "cache": str(path),
+    }
+    return arrays, description
+
+
+def _save_atomically(path: Path, arrays: dict) -> None:
+    """Write to a temporary file in the same directory, then rename: a reader never sees half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, path)
+    except OSError:
+        pass  # caching is an optimisation; an unwritable cache directory only costs time
+
+
+def _load_sklearn_digits(data_cfg):
+    """scikit-learn's bundled 8×8 digits (1797 images, no download). No split: the scikit-learn
+    MLP example scores on the data it trained on, so there is no test set."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    description = {"source": "sklearn.datasets.load_digits() (bundled with scikit-learn)"}
+    return (digits.data, digits.target, None, None), description
+
+
+class BatchOrder:
+    """Which training examples each step uses, per seed.
+
+    Orders:
+      sequential       batch k starts at (k·B) mod N, no shuffling, same for every seed
+                       (greydanus/mnist1d notebooks/train.py: `bix = (step*batch_size) % len(x_train)`)
+      shuffle          a fresh torch.randperm each epoch from a generator seeded with the seed
+      sklearn_shuffle  scikit-learn's MLP: each epoch `sklearn.utils.shuffle` with the model's
+                       numpy RandomState (shared with its initialisation), then consecutive batches,
+                       the last one short
+    """
+
+    def __init__(self, n: int, *, batch_size: int, order: str, seeds: Sequence[int], drop_last: bool = False,
+                 numpy_streams: Sequence[np.random.RandomState] | None = None, device="cpu"):
+        if batch_size > n:
+            raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} examples)")
+        self.n, self.batch_size, self.order, self.device = n, batch_size, order, device
+        self.drop_last = drop_last and order != "sequential"
+        self.seeds = list(seeds)
+        self.numpy_streams = numpy_streams
+        self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
+        self._epoch, self._permutations, self._sklearn_order = -1, None, None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.order == "sequential" or not self.drop_last:
+            return math.ceil(self.n / self.batch_size)
+        return self.n // self.batch_size
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int) -> torch.Tensor:
+        """Long tensor (n_seeds, batch) of example indices for optimizer step `step` (0-based)."""
+        if self.order == "sequential":
+            start = (step * self.batch_size) % self.n
+            window = torch.arange(start, min(start + self.batch_size, self.n), device=self.device)
+            return window.expand(len(self.seeds), -1)
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            if epoch != self._epoch + 1:
+                raise RuntimeError("batch order must be walked step by step from step 0 (or restored)")
+            self._permutations = self._new_permutations().to(self.device)
+            self._epoch = epoch
+        start = position * self.batch_size
+        return self._permutations[:, start:start + self.batch_size]
+
+    def _new_permutations(self) -> torch.Tensor:
+        if self.order == "shuffle":
+            return torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])
+        if self.order == "sklearn_shuffle":
+            # MLP._fit_stochastic: sample_idx = shuffle(sample_idx, random_state), and sklearn.utils.shuffle
+            # permutes with random_state.shuffle(arange(n)); so each epoch re-permutes the previous order.
+            if self._sklearn_order is None:
+                self._sklearn_order = [np.arange(self.n) for _ in self.numpy_streams]
+            for row, stream in enumerate(self.numpy_streams):
+                permutation = np.arange(self.n)
+                stream.shuffle(permutation)
+                self._sklearn_order[row] = self._sklearn_order[row][permutation]
+            return torch.stack([torch.from_numpy(order) for order in self._sklearn_order])
+        raise ConfigError(f"unknown data.order {self.order!r}; allowed: sequential, shuffle, sklearn_shuffle")
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "permutations": self._permutations,
+                "generators": [g.get_state() for g in self.generators],
+                "numpy_streams": [stream.get_state() for stream in self.numpy_streams or []]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._epoch, self._permutations = state["epoch"], state["permutations"]
+        for generator, saved in zip(self.generators, state["generators"]):
+            generator.set_state(saved)
+        for stream, saved in zip(self.numpy_streams or [], state["numpy_streams"]):
+            stream.set_state(saved)
+        if self.order == "sklearn_shuffle" and self._permutations is not None:
+            self._sklearn_order = [row.cpu().numpy().copy() for row in self._permutations]

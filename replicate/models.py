@@ -1,0 +1,130 @@
+"""The published model definitions, and the initialisations their code used.
+
+    model = build_model(cfg.model)                      # PyTorch default init from the global seed
+    initialize_like_sklearn(model, np.random.RandomState(0))  # scikit-learn MLP init, when asked
+
+Each class cites the source it transcribes; the architecture is the paper's, the code is ours.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from replicate.config import ConfigError
+
+
+class Logistic(nn.Module):
+    """Multinomial logistic regression (greydanus/mnist1d notebooks/models.py `LinearBase`)."""
+
+    def __init__(self, input_size: int, output_size: int):
+        super().__init__()
+        self.linear = nn.Linear(input_size, output_size)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class ResidualMLP(nn.Module):
+    """MNIST-1D `MLPBase`: h = relu(W1 x); h = h + relu(W2 h); out = W3 h.
+
+    Note the residual connection around the second layer. The notebook constructs it as
+    `MLPBase(input_size, output_size)`, so hidden_size is the class default 100, not the
+    256 of `get_model_args`.
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 100):
+        super().__init__()
+        self.linear1 = nn.Linear(input_size, hidden_size)
+        self.linear2 = nn.Linear(hidden_size, hidden_size)
+        self.linear3 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        h = self.linear1(x).relu()
+        h = h + self.linear2(h).relu()
+        return self.linear3(h)
+
+
+class MLP(nn.Module):
+    """One hidden ReLU layer (scikit-learn MLPClassifier with hidden_layer_sizes=(hidden_size,))."""
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 100):
+        super().__init__()
+        self.hidden = nn.Linear(input_size, hidden_size)
+        self.output = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        return self.output(self.hidden(x).relu())
+
+
+class Conv1dNet(nn.Module):
+    """MNIST-1D `ConvBase`: three strided Conv1d+ReLU layers (25 channels), then a linear layer on 125 features."""
+
+    def __init__(self, input_size: int, output_size: int, channels: int = 25):
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        length = input_size
+        for kernel in (5, 3, 3):
+            length = (length + 2 - kernel) // 2 + 1
+        self.linear = nn.Linear(channels * length, output_size)
+
+    def forward(self, x):
+        h = x.reshape(-1, 1, x.shape[-1])
+        h = self.conv3(self.conv2(self.conv1(h).relu()).relu()).relu()
+        return self.linear(h.flatten(1))
+
+
+class BidirectionalGRU(nn.Module):
+    """MNIST-1D `GRUBase`: a GRU over the 40 time steps (1 feature each), all outputs flattened into a linear layer.
+
+    The original draws its zero initial state as `0*torch.randn(...)`, which consumes random numbers
+    but is exactly zero; we pass no initial state (PyTorch's default is zeros), the same values.
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 6, bidirectional: bool = True):
+        super().__init__()
+        self.gru = nn.GRU(input_size=1, hidden_size=hidden_size, batch_first=True, bidirectional=bidirectional)
+        directions = 2 if bidirectional else 1
+        self.linear = nn.Linear(directions * hidden_size * input_size, output_size)
+
+    def forward(self, x):
+        output, _ = self.gru(x.unsqueeze(-1))
+        return self.linear(output.flatten(1))
+
+
+def build_model(model_cfg) -> nn.Module:
+    name = model_cfg.name
+    size = dict(input_size=model_cfg.input_size, output_size=model_cfg.output_size)
+    if name == "logistic":
+        return Logistic(**size)
+    if name == "residual_mlp":
+        return ResidualMLP(**size, hidden_size=model_cfg.hidden_size or 100)
+    if name == "mlp":
+        return MLP(**size, hidden_size=model_cfg.hidden_size or 100)
+    if name == "cnn1d":
+        return Conv1dNet(**size, channels=model_cfg.channels or 25)
+    if name == "gru":
+        return BidirectionalGRU(**size, hidden_size=model_cfg.hidden_size or 6, bidirectional=model_cfg.bidirectional)
+    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, residual_mlp, cnn1d, gru")
+
+
+def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:
+    """scikit-learn MLP initialisation (sklearn/neural_network/_multilayer_perceptron.py `_init_coef`).
+
+    For each layer in order: bound = sqrt(6 / (fan_in + fan_out)) for ReLU, then
+    coef = U(-bound, bound) of shape (fan_in, fan_out) and intercept = U(-bound, bound) of shape
+    (fan_out,), both drawn from the model's single RandomState (the same stream later shuffles the data).
+    """
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if len(linears) != sum(1 for _ in model.parameters()) // 2:
+        raise ConfigError("model.init=sklearn_glorot needs a model made only of Linear layers (mlp, logistic)")
+    with torch.no_grad():
+        for layer in linears:
+            fan_out, fan_in = layer.weight.shape
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            coef = random_state.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = random_state.uniform(-bound, bound, fan_out)
+            layer.weight.copy_(torch.from_numpy(coef.T.copy()))
+            layer.bias.copy_(torch.from_numpy(intercept))
