@@ -173,6 +173,24 @@ class Config:
     dry_run: bool = False  # compose and check the config, train nothing
 
 
+def register_schema() -> None:
+    """Make the schema available to Hydra as `config_schema` (conf/config.yaml lists it first)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def compose(overrides: list[str] | None = None):
+    """The composed config for overrides, as `python -m replicate <overrides>` would see it (for tests and tools)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from replicate.cli import conf_dir
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+
 def _require_choice(value: Any, allowed: tuple, what: str) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")

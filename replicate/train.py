@@ -1,0 +1,248 @@
+"""The training loop, written out: one seed, or several seeds trained together as one computation.
+
+Seeds train together by stacking every parameter along a leading seed axis and running the model
+through `torch.func.vmap`. Each seed keeps its own initialisation and data order, and the loss is
+the sum over seeds of each seed's own loss, so each seed's gradient is exactly its solo gradient.
+Models vmap cannot batch fall back to a sequential loop over seeds through the same code.
+
+    results = train_seeds(cfg, data, plan, seeds=[0, 1, 2], vectorize=True)
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.func import functional_call, vmap
+
+from replicate.data import BatchOrder, Dataset
+from replicate.models import build_model, initialize_like_sklearn
+from replicate.optim import build_optimizer
+from replicate.plan import Plan, optimizer_arguments
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    metrics: dict  # final metrics: accuracies as fractions, losses in nats
+    curve: list = field(default_factory=list)  # learning-curve points: {"step", "train_loss", "test_accuracy", ...}
+    diverged_at: int | None = None  # first step whose loss was not finite
+    wall_time_s: float = 0.0
+    path: str = "sequential"  # "batched" (vmap over seeds) or "sequential"
+
+
+class SeedStack:
+    """One architecture, several seeds. Batched: every parameter is one (n_seeds, ...) leaf and the
+    model runs under vmap. Sequential: one seed's own module, its parameters viewed with a seed axis of 1."""
+
+    def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True):
+        if not vectorize and len(seeds) != 1:
+            raise ValueError("the sequential path trains one seed at a time")
+        models = []
+        for index, seed in enumerate(seeds):
+            torch.manual_seed(seed)  # each seed's PyTorch-default init, as training it alone would draw it
+            model = build_model(model_cfg)
+            if model_cfg.init == "sklearn_glorot":
+                initialize_like_sklearn(model.double(), numpy_streams[index])
+            models.append(model.to(dtype=dtype, device=device))
+        self.vectorize, self.n_seeds = vectorize, len(seeds)
+        if vectorize:
+            self.leaves = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+                           for name, _ in models[0].named_parameters()}
+            self.base = copy.deepcopy(models[0]).to("meta")
+        else:
+            self.module = models[0]
+            self.leaves = dict(self.module.named_parameters())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n_seeds, batch, ...) → logits (n_seeds, batch, classes)."""
+        if self.vectorize:
+            return vmap(lambda params, inputs: functional_call(self.base, params, (inputs,)))(self.leaves, x)
+        return self.module(x[0]).unsqueeze(0)
+
+    def param(self, name: str) -> torch.Tensor:
+        """A parameter with its leading seed axis (a view in the sequential path)."""
+        leaf = self.leaves[name]
+        return leaf if self.vectorize else leaf.unsqueeze(0)
+
+    def grads(self) -> list[torch.Tensor]:
+        """Gradients with their leading seed axis; in-place changes reach the optimizer."""
+        return [leaf.grad if self.vectorize else leaf.grad.unsqueeze(0) for leaf in self.leaves.values()]
+
+    def decayed(self, decay_biases: bool) -> list[str]:
+        return [name for name in self.leaves if decay_biases or not name.rsplit(".", 1)[-1].startswith("bias")]
+
+
+def can_vectorize(model_cfg, data: Dataset, dtype) -> bool:
+    """Whether vmap batches this model: tried once on two seeds and a tiny batch."""
+    try:
+        stack = SeedStack(model_cfg, [0, 1], dtype=dtype, device=data.x_train.device, vectorize=True,
+                          numpy_streams=[np.random.RandomState(0), np.random.RandomState(1)])
+        stack(data.x_train[:2].expand(2, *data.x_train[:2].shape)).sum().backward()
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def total_steps(train_cfg, order: BatchOrder) -> int:
+    return train_cfg.steps if train_cfg.steps is not None else train_cfg.epochs * order.steps_per_epoch
+
+
+def lr_multiplier(schedule, step: int, steps: int, order: BatchOrder) -> float:
+    """Factor on the base learning rate at optimizer step `step` (0-based)."""
+    name = schedule.name
+    if name == "constant":
+        return 1.0
+    if name == "step":
+        return schedule.gamma ** (step // schedule.step_size)
+    if name == "multistep":
+        return schedule.gamma ** sum(step >= milestone for milestone in schedule.milestones)
+    if name == "inv":  # Caffe lr_policy "inv": base_lr·(1 + gamma·iter)^(−power)
+        return (1 + schedule.gamma * step) ** (-schedule.power)
+    if name == "invscaling":  # scikit-learn: lr_init / (t + 1)^power_t, t = samples seen, updated after each epoch
+        samples_seen = order.epoch_of(step) * order.n
+        return 1.0 if samples_seen == 0 else 1.0 / (samples_seen + 1) ** schedule.power_t
+    if name == "piecewise_linear":
+        return float(np.interp(step / steps, schedule.knots, schedule.values))
+    if name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown schedule {name!r}")
+
+
+def per_example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each example: (n_seeds, batch)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+
+
+def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
+    """Mean loss per seed as the source reports it; scikit-learn clips probabilities to [eps, 1 − eps]."""
+    if loss_value == "clipped_log_loss":
+        eps = torch.finfo(logits.dtype).eps
+        probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
+        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().mean(-1)
+    return per_example_loss(logits, targets).mean(-1)
+
+
+def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: int) -> torch.Tensor:
+    """Weight decay written into the loss, per seed: (n_seeds,)."""
+    squares = sum(stack.param(name).flatten(1).pow(2).sum(1) for name in names)
+    factor = {"l2_half": 0.5, "l2": 1.0, "per_batch_l2": 0.5 / batch}[form]  # per_batch_l2: sklearn alpha
+    return factor * coefficient * squares
+
+
+def clip_gradients(grads: list[torch.Tensor], max_norm: float | None, max_value: float | None) -> None:
+    """Per-seed clipping of (n_seeds, ...) gradients, as torch.nn.utils.clip_grad_value_/clip_grad_norm_ on each seed alone."""
+    if max_value is not None:
+        for grad in grads:
+            grad.clamp_(-max_value, max_value)
+    if max_norm is not None:
+        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for grad in grads:
+            grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
+
+
+@torch.no_grad()
+def evaluate(stack: SeedStack, x, y, loss_value: str, chunk: int = 4096) -> dict:
+    """Accuracy (fraction) and mean loss per seed on a whole split."""
+    logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
+                        for i in range(0, len(y), chunk)], dim=1)
+    targets = y.expand(stack.n_seeds, -1)
+    accuracy = (logits.argmax(-1) == targets).to(torch.float64).mean(-1)
+    return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
+
+
+def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None) -> list[SeedResult]:
+    started = time.perf_counter()
+    dtype, device = data.x_train.dtype, data.x_train.device
+    applied = plan.applied
+    # scikit-learn draws the init and every epoch's shuffle from one RandomState(random_state)
+    streams = [np.random.RandomState(seed) for seed in seeds]
+    stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize)
+    order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
+                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
+    steps = total_steps(cfg.train, order)
+    decayed = stack.decayed(cfg.optimizer.decay_biases)
+    groups = [{"params": [stack.leaves[n] for n in decayed], "weight_decay": applied["optimizer_weight_decay"]},
+              {"params": [p for n, p in stack.leaves.items() if n not in decayed], "weight_decay": 0.0}]
+    optimizer = build_optimizer([group for group in groups if group["params"]], cfg.optimizer.name,
+                                **optimizer_arguments(applied))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
+    native_form = plan.native_convention.weight_decay_form
+    eval_every = cfg.train.eval_every or max(1, steps // 25)
+    loss_value = cfg.train.loss_value
+    schedule = OmegaConf.to_object(cfg.schedule) if OmegaConf.is_config(cfg.schedule) else cfg.schedule  # plain object: no config lookups per step
+
+    n_seeds = len(seeds)
+    diverged_at: list[int | None] = [None] * n_seeds
+    epoch_loss = torch.zeros(n_seeds, dtype=torch.float64, device=device)  # Σ batch objective × batch size
+    epoch_count, curve_loss, curve_count = 0, torch.zeros_like(epoch_loss), 0
+    curves: list[list[dict]] = [[] for _ in seeds]
+    for step in range(steps):
+        indices = order.indices(step)  # (n_seeds, batch)
+        x, y = data.x_train[indices], data.y_train[indices]
+        batch = y.shape[1]
+        logits = stack(x)
+        losses = per_example_loss(logits, y)
+        data_loss = losses.mean(1) if reduction == "mean" else losses.sum(1)  # explicit reduction per seed
+        objective = data_loss
+        if loss_form is not None and applied["loss_l2"] > 0:
+            objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
+        with torch.no_grad():  # bookkeeping: this batch's objective in the paper's own per-example units
+            if loss_value == "cross_entropy":
+                batch_objective = losses.detach().mean(1).to(torch.float64)
+            else:
+                batch_objective = reported_loss(logits.detach(), y, loss_value).to(torch.float64)
+            if native_form in ("l2_half", "l2", "per_batch_l2") and plan.native.get("weight_decay", 0) > 0:
+                batch_objective += l2_penalty(stack, decayed, native_form, plan.native["weight_decay"], batch)
+            if step % order.steps_per_epoch == 0:
+                epoch_loss.zero_(); epoch_count = 0
+            epoch_loss += batch_objective * batch
+            epoch_count += batch
+            curve_loss += batch_objective; curve_count += 1
+            for m in torch.nonzero(~torch.isfinite(batch_objective)).flatten().tolist():
+                diverged_at[m] = step if diverged_at[m] is None else diverged_at[m]
+        # sum over seeds of per-seed losses: each seed keeps its own gradient scale
+        objective.sum().backward()
+        if applied["grad_clip"] is not None or applied["grad_clip_value"] is not None:
+            clip_gradients(stack.grads(), applied["grad_clip"], applied["grad_clip_value"])
+        multiplier = lr_multiplier(schedule, step, steps, order)
+        for group, base_lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base_lr * multiplier
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if all(d is not None for d in diverged_at):
+            break
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            point = {"step": step + 1, "train_loss": (curve_loss / curve_count).tolist()}
+            if data.x_test is not None:
+                test = evaluate(stack, data.x_test, data.y_test, loss_value)
+                point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
+            for m in range(n_seeds):
+                curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
+            curve_loss.zero_(); curve_count = 0
+        if progress is not None:
+            progress.update(1)
+
+    final = {}
+    train_eval = evaluate(stack, data.x_train, data.y_train, cfg.train.loss_value)
+    final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
+    if data.x_test is not None:
+        test_eval = evaluate(stack, data.x_test, data.y_test, cfg.train.loss_value)
+        final["test_accuracy"], final["test_loss"] = test_eval["accuracy"], test_eval["loss"]
+    final["train_epoch_loss"] = epoch_loss / max(epoch_count, 1)
+    elapsed = time.perf_counter() - started
+    results = []
+    for m, seed in enumerate(seeds):
+        metrics = {name: float(values[m]) for name, values in final.items()}
+        if diverged_at[m] is not None:
+            metrics = {name: float("nan") for name in metrics}
+        results.append(SeedResult(seed, metrics, curves[m], diverged_at[m], elapsed / n_seeds,
+                                  "batched" if vectorize and n_seeds > 1 else "sequential"))
+    return results

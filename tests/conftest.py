@@ -1,0 +1,33 @@
+"""Shared test helpers: run a replication in-process or as the user's command, in a temporary directory."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Generated datasets are cached once per test session, never in the user's home."""
+    monkeypatch.setenv("REPLICATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run_in_process(overrides, run_dir):
+    """Compose like `python -m replicate <overrides>` and run the replication; returns the report dict."""
+    from replicate.cli import replicate_paper
+    from replicate.config import compose
+
+    cfg = compose(["runtime.progress=false", *overrides])
+    return replicate_paper(cfg, Path(run_dir))
+
+
+def run_command(args, cwd=None, env=None, timeout=600):
+    """Run `python -m <args>` as a user would; returns the CompletedProcess."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,108 @@
+"""Verdict rules on samples with known answers, including the edge cases."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from replicate.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, judge, printed_decimals
+
+
+def test_printed_decimals():
+    assert printed_decimals(0.956038) == 6
+    assert printed_decimals(94) == 0
+    assert printed_decimals(7.5) == 1
+    assert printed_decimals(1e-05) == 5
+
+
+@pytest.mark.parametrize("measured, verdict", [(0.9560381, REPRODUCED), (0.95603849, REPRODUCED),
+                                               (0.95603851, NOT_REPRODUCED), (0.956037, NOT_REPRODUCED)])
+def test_exact_claims_compare_the_printed_digits(measured, verdict):
+    assert judge([measured], claimed=0.956038, tolerance=0.0, statistic="exact").verdict == verdict
+
+
+def test_single_run_inside_the_prediction_interval_is_reproduced():
+    values = [94.0, 95.0, 93.0, 94.5, 93.5]
+    result = judge(values, claimed=95.5, tolerance=0.5, statistic="single_run")
+    mean, std = np.mean(values), np.std(values, ddof=1)
+    half = stats.t.ppf(0.975, 4) * std * math.sqrt(1 + 1 / 5)
+    assert result.details["prediction_interval"] == pytest.approx([mean - half, mean + half])
+    assert result.verdict == REPRODUCED  # 95.5 is inside mean ± half (= 94 ± 2.4) widened by 0.5
+    assert judge(values, claimed=97.5, tolerance=0.5, statistic="single_run").verdict == NOT_REPRODUCED
+
+
+def test_single_run_with_one_seed_uses_the_margin_only():
+    assert judge([94.2], claimed=94, tolerance=0.5, statistic="single_run").verdict == REPRODUCED
+    assert judge([92.0], claimed=94, tolerance=0.5, statistic="single_run").verdict == INCONCLUSIVE
+
+
+def test_single_run_with_zero_variance_reduces_to_the_margin():
+    assert judge([94.0] * 5, claimed=94.4, tolerance=0.5, statistic="single_run").verdict == REPRODUCED
+    assert judge([94.0] * 5, claimed=94.6, tolerance=0.5, statistic="single_run").verdict == NOT_REPRODUCED
+
+
+def test_mean_of_n_is_two_one_sided_tests():
+    values = np.random.default_rng(1).normal(10.0, 1.0, size=30)
+    result = judge(values, claimed=10.0, tolerance=1.0, statistic="mean_of_n")
+    lower = stats.ttest_1samp(values, 9.0, alternative="greater").pvalue
+    upper = stats.ttest_1samp(values, 11.0, alternative="less").pvalue
+    assert result.details["p_equivalence"] == pytest.approx(max(lower, upper))
+    assert result.verdict == REPRODUCED
+    far = judge(values, claimed=13.0, tolerance=1.0, statistic="mean_of_n")
+    assert far.verdict == NOT_REPRODUCED
+    assert far.details["p_difference"] == pytest.approx(stats.ttest_1samp(values, 12.0, alternative="less").pvalue)
+
+
+def test_mean_of_n_with_few_noisy_seeds_is_inconclusive_and_says_how_many_would_decide():
+    result = judge([9.0, 11.5, 10.2], claimed=10.9, tolerance=1.0, statistic="mean_of_n")
+    assert result.verdict == INCONCLUSIVE
+    assert result.details["seeds_needed"] > 3
+
+
+def test_mean_of_n_uses_the_papers_spread_when_given():
+    values = [10.0, 10.1, 9.9, 10.05, 9.95]
+    alone = judge(values, claimed=10.6, tolerance=0.5, statistic="mean_of_n")
+    with_paper = judge(values, claimed=10.6, tolerance=0.5, statistic="mean_of_n", n_claimed=3, std_claimed=1.0)
+    assert with_paper.details["standard_error"] > alone.details["standard_error"]
+
+
+def test_best_of_n_compares_with_the_maximum_of_n_draws():
+    values = np.linspace(90, 94, 10)
+    assert judge(values, claimed=94.0, tolerance=0.1, statistic="best_of_n", n_claimed=5).verdict == REPRODUCED
+    assert judge(values, claimed=91.0, tolerance=0.1, statistic="best_of_n", n_claimed=5).verdict == NOT_REPRODUCED
+
+
+def test_best_of_n_when_lower_is_better_uses_the_minimum():
+    values = np.linspace(6.0, 8.0, 10)  # error rates
+    assert judge(values, claimed=6.0, tolerance=0.1, statistic="best_of_n", n_claimed=5,
+                 direction="lower").verdict == REPRODUCED
+    assert judge(values, claimed=8.0, tolerance=0.1, statistic="best_of_n", n_claimed=5,
+                 direction="lower").verdict == NOT_REPRODUCED
+
+
+def test_median_of_n():
+    values = np.linspace(93.5, 94.5, 12)
+    assert judge(values, claimed=94.08, tolerance=0.05, statistic="median_of_n", n_claimed=50).verdict == REPRODUCED
+    assert judge(values, claimed=95.0, tolerance=0.05, statistic="median_of_n", n_claimed=50).verdict == NOT_REPRODUCED
+
+
+def test_threshold_lower_is_better():
+    assert judge([0.50, 0.52, 0.51], claimed=0.6, tolerance=0.0, statistic="threshold", direction="lower").verdict == REPRODUCED
+    assert judge([0.70, 0.72, 0.71], claimed=0.6, tolerance=0.0, statistic="threshold", direction="lower").verdict == NOT_REPRODUCED
+    assert judge([0.4, 0.8, 0.6], claimed=0.6, tolerance=0.0, statistic="threshold", direction="lower").verdict == INCONCLUSIVE
+
+
+def test_all_seeds_diverged_is_not_reproduced():
+    result = judge([math.nan, math.inf], claimed=94, tolerance=1, statistic="single_run")
+    assert result.verdict == NOT_REPRODUCED and result.rule == "all_diverged" and result.diverged == 2
+
+
+def test_a_minority_of_diverged_seeds_is_excluded_and_counted():
+    result = judge([94.0, 94.5, math.nan, 93.5, 94.2], claimed=94, tolerance=0.5, statistic="single_run")
+    assert result.n == 4 and result.diverged == 1 and result.verdict == REPRODUCED
+    assert "diverged" in result.explanation
+
+
+def test_unknown_statistic_is_an_error():
+    with pytest.raises(ValueError, match="allowed"):
+        judge([1.0], claimed=1.0, tolerance=0.0, statistic="luckiest")
