@@ -88,73 +88,45 @@ def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None) -> Plan:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     plan = Plan(cfg.optimizer.name, native_convention, executed_convention, native, executed, conversion)
-    plan.applied = applied_settings(executed_convention, executed, optimizer=cfg.optimizer.name, batch_size=batch_size)
+    try:
+        plan.applied = applied_settings(executed_convention, executed, optimizer=cfg.optimizer.name,
+                                        batch_size=batch_size, constant_batch=constant_batch)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     check_executable(cfg.optimizer.name, plan.applied)
     return plan
 
 
-def reduction_scale(convention: conventions.Convention, batch_size: int) -> float:
-    """How much larger the reduced-loss gradient is than the per-example mean gradient."""
-    if convention.loss_reduction == "mean":
-        return 1.0
-    if convention.loss_reduction == "sum":
-        return float(batch_size)
-    raise ConfigError(f"loss_reduction {convention.loss_reduction!r} needs a sequence model; "
-                      "the classifiers here support mean and sum")
+def applied_settings(convention: conventions.Convention, hparams: dict, *, optimizer: str, batch_size: int,
+                     constant_batch: bool) -> dict:
+    """Optimizer settings as the update applies them to the gradient of the reduced loss.
 
-
-def examples_per_unit(convention: conventions.Convention, batch_size: int, momentum: float) -> float:
-    """Steps' worth of the lr unit per optimizer step: 1 for per_batch, B for per_example, B/N for per N examples."""
-    if convention.lr_unit == "per_batch":
-        return 1.0
-    if convention.lr_unit == "per_example":
-        return float(batch_size)
-    factor = batch_size / convention.lr_unit_examples
-    if convention.lr_momentum_normalized:
-        factor /= 1 + 1 / (1 - momentum)  # airbench94 kilostep_scale = 1024·(1 + 1/(1 − momentum))
-    return factor
-
-
-def applied_settings(convention: conventions.Convention, hparams: dict, *, optimizer: str, batch_size: int) -> dict:
-    """Optimizer settings in the units the update applies them to the gradient of the reduced loss.
-
-    lr: per_batch units apply as given; per-example units multiply Σᵢgᵢ, which is (B/s)× the reduced
-    gradient. Weight decay: forms in the loss go to the loss, the others to the optimizer.
+    replicate.conventions.to_applied restates lr units (per example, per N examples) and
+    lr-independent decay as per-batch numbers; weight decay written into the loss goes to the loss,
+    the other forms to the optimizer.
     """
-    momentum = hparams.get("momentum", 0.0)
-    scale = reduction_scale(convention, batch_size)
-    units = examples_per_unit(convention, batch_size, momentum)
-    lr = hparams["lr"] if convention.lr_unit == "per_batch" else hparams["lr"] * units / scale
-    decay = hparams.get("weight_decay", 0.0)
-    form = convention.weight_decay_form
-    applied = {"lr": lr, "loss_l2": 0.0, "loss_l2_form": form if form in LOSS_FORMS else None,
-               "optimizer_weight_decay": 0.0, "optimizer_weight_decay_form": "grad"}
-    if form in LOSS_FORMS:
-        applied["loss_l2"] = decay
-    elif form == "grad":
-        applied["optimizer_weight_decay"] = decay
-    elif form == "decoupled_lr":
-        applied.update(optimizer_weight_decay=decay, optimizer_weight_decay_form="decoupled_lr")
-    elif form == "decoupled":
-        applied.update(optimizer_weight_decay=decay * units, optimizer_weight_decay_form="decoupled")
-    elif form == "coupled_lr_independent":
-        applied["optimizer_weight_decay"] = decay * units / lr
-    else:
-        raise ConfigError(f"unknown weight_decay_form {form!r}")
-    for key in ("momentum", "nesterov", "eps", "alpha", "rho", "centered", "initial_accumulator_value"):
-        if key in hparams:
-            applied[key] = hparams[key]
-    if "beta1" in hparams:
-        applied["betas"] = (hparams["beta1"], hparams["beta2"])
-    applied["grad_clip"] = hparams.get("grad_clip")
-    applied["grad_clip_value"] = hparams.get("grad_clip_value")
+    if convention.loss_reduction not in ("mean", "sum"):
+        raise ConfigError(f"loss_reduction {convention.loss_reduction!r} needs a sequence model; "
+                          "the classifiers in this catalog reduce over examples: mean or sum")
+    restated = conventions.to_applied(hparams, convention, optimizer=optimizer, batch_size=batch_size,
+                                      constant_batch=constant_batch)
+    values, form = restated.hparams, restated.target.weight_decay_form
+    decay = values.get("weight_decay", 0.0)
+    applied = {"lr": values["lr"], "loss_l2": decay if form in LOSS_FORMS else 0.0,
+               "loss_l2_form": form if form in LOSS_FORMS else None,
+               "optimizer_weight_decay": 0.0 if form in LOSS_FORMS else decay,
+               "optimizer_weight_decay_form": "grad" if form in LOSS_FORMS else form}
+    for key in ("momentum", "nesterov", "eps", "alpha", "rho", "centered", "initial_accumulator_value",
+                "grad_clip", "grad_clip_value"):
+        applied[key] = values.get(key)
+    if "beta1" in values:
+        applied["betas"] = (values["beta1"], values["beta2"])
     forms = native_forms(optimizer)
     for field in ("momentum_form", "eps_placement"):
         value = getattr(convention, field)
         if value not in forms[field] and len(forms[field]) == 1:
             value = forms[field][0]  # the field does not apply to this optimizer: its only form runs
         applied[field] = value
-    applied["reduction_scale"] = scale
     return applied
 
 
@@ -163,7 +135,7 @@ def optimizer_arguments(applied: dict) -> dict:
     arguments = {"lr": applied["lr"], "weight_decay_form": applied["optimizer_weight_decay_form"],
                  "momentum_form": applied["momentum_form"], "eps_placement": applied["eps_placement"]}
     for key in ("momentum", "nesterov", "betas", "eps", "alpha", "rho", "centered", "initial_accumulator_value"):
-        if key in applied:
+        if applied.get(key) is not None:
             arguments[key] = applied[key]
     return arguments
 

@@ -1,0 +1,21 @@
+"""Update-rule conventions and exact hyperparameter conversion between them (pure math, no torch).
+
+Owns: the `Convention` vocabulary, the framework/paper `PRESETS` with their evidence, `convert`
+(rule by rule, each marked exact or not, with the reason) and the `scale_batch_size` heuristics.
+
+    from replicate.conventions import PRESETS, convert
+    convert({"lr": 1.0, "grad_clip": 5.0}, PRESETS["per_sequence_sum"], PRESETS["mean"],
+            optimizer="sgd", batch_size=20, seq_len=20).hparams   # {'lr': 20.0, 'grad_clip': 0.25}
+"""
+
+from replicate.conventions.batch_scaling import scale_batch_size
+from replicate.conventions.convention import Convention, describe, get_convention
+from replicate.conventions.convert import (
+    OPTIMIZER_HPARAMS, Conversion, Rule, applied_convention, convert, to_applied,
+)
+from replicate.conventions.presets import EVIDENCE, PRESETS
+
+__all__ = [
+    "Convention", "Conversion", "EVIDENCE", "OPTIMIZER_HPARAMS", "PRESETS", "Rule",
+    "applied_convention", "convert", "describe", "get_convention", "scale_batch_size", "to_applied",
+]
