@@ -21,8 +21,8 @@ class ConfigError(ValueError):
 STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
 DIRECTIONS = ("higher", "lower")
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
-MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "gru")
-DATASETS = ("mnist1d", "sklearn_digits", "mnist", "cifar10")
+MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
+DATASETS = ("mnist1d", "sklearn_digits", "synthetic")
 DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
 SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
@@ -81,7 +81,11 @@ class DataConfig:
     drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
     seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
     scaling: str = "none"  # "none" | "minmax": feature scaling fitted on the training set
-    flatten: bool = False  # images as flat vectors (MLPs on MNIST)
+    # synthetic: Gaussian inputs labelled by a fixed random linear teacher (conversion proofs, benchmarks)
+    size: int = 1024  # examples
+    features: int = 16
+    classes: int = 10
+    seq_len: Optional[int] = None  # tokens per example: a label per position (sequence losses)
 
 
 @dataclass

@@ -42,7 +42,7 @@ def cache_dir(root: str | None) -> Path:
 
 
 def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str) -> Dataset:
-    loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits}
+    loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits, "synthetic": _make_synthetic}
     if data_cfg.name not in loaders:
         raise ConfigError(f"unknown dataset {data_cfg.name!r}; allowed: {', '.join(loaders)}")
     arrays, description = loaders[data_cfg.name](data_cfg)
@@ -59,7 +59,7 @@ def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str) ->
 
     x_train, y_train = to_device(x_train, y_train)
     x_test, y_test = to_device(x_test, y_test)
-    num_classes = int(y_train.max().item()) + 1
+    num_classes = data_cfg.classes if data_cfg.name == "synthetic" else int(y_train.max().item()) + 1
     description.update(n_train=len(y_train), n_test=0 if y_test is None else len(y_test),
                        input_shape=list(x_train.shape[1:]), num_classes=num_classes)
     return Dataset(data_cfg.name, x_train, y_train, x_test, y_test, num_classes, description)
@@ -128,6 +128,20 @@ def _load_sklearn_digits(data_cfg):
     digits = load_digits()
     description = {"source": "sklearn.datasets.load_digits() (bundled with scikit-learn)"}
     return (digits.data, digits.target, None, None), description
+
+
+def _make_synthetic(data_cfg):
+    """Gaussian inputs labelled by the argmax of a fixed random linear map (with label noise from the
+    inputs' own randomness), so there is a signal to fit. With seq_len, every position has its own label."""
+    generator = np.random.default_rng(data_cfg.seed)
+    shape = (data_cfg.size, data_cfg.seq_len, data_cfg.features) if data_cfg.seq_len else (data_cfg.size, data_cfg.features)
+    x = generator.standard_normal(shape)
+    teacher = generator.standard_normal((data_cfg.features, data_cfg.classes))
+    y = (x @ teacher + 0.5 * generator.standard_normal((*shape[:-1], data_cfg.classes))).argmax(-1)
+    description = {"source": f"synthetic: {data_cfg.size} Gaussian examples, {data_cfg.features} features, "
+                             f"{data_cfg.classes} classes from a random linear teacher (seed {data_cfg.seed})"
+                             + (f", {data_cfg.seq_len} positions each" if data_cfg.seq_len else "")}
+    return (x, y, None, None), description
 
 
 class BatchOrder:

@@ -69,48 +69,53 @@ def native_hparams(optimizer_cfg) -> dict:
 
 
 def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None) -> Plan:
-    batch_size = cfg.train.batch_size
+    """The plan for a composed run config: the paper's conventions, executed as train.convention says."""
     if constant_batch is None:
-        constant_batch = n_train % batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")
+        constant_batch = n_train % cfg.train.batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")
     try:
         native_convention = conventions.Convention(name="native", **conventions_fields(cfg))
-        native = native_hparams(cfg.optimizer)
-        if cfg.train.convention is None:
+        executed_convention = None if cfg.train.convention is None else conventions.get_convention(cfg.train.convention)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return build_plan(native_convention, executed_convention, native_hparams(cfg.optimizer), optimizer=cfg.optimizer.name,
+                      batch_size=cfg.train.batch_size, seq_len=cfg.data.seq_len if cfg.data.name == "synthetic" else None,
+                      constant_batch=constant_batch, constant_lr=cfg.schedule.name == "constant")
+
+
+def build_plan(native_convention, executed_convention, native: dict, *, optimizer: str, batch_size: int,
+               seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True) -> Plan:
+    """Convert `native` hyperparameters (stated in native_convention) to executed_convention (None: run as stated)."""
+    try:
+        if executed_convention is None:
             executed_convention, executed, conversion = native_convention, dict(native), None
         else:
-            executed_convention = conventions.get_convention(cfg.train.convention)
-            conversion = conventions.convert(
-                native, native_convention, executed_convention, optimizer=cfg.optimizer.name,
-                batch_size=batch_size, constant_batch=constant_batch,
-                constant_lr=cfg.schedule.name == "constant",
-                grad_clip=cfg.optimizer.grad_clip is not None or cfg.optimizer.grad_clip_value is not None)
+            conversion = conventions.convert(native, native_convention, executed_convention, optimizer=optimizer,
+                                             batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch,
+                                             constant_lr=constant_lr)
             executed = dict(conversion.hparams)
+        plan = Plan(optimizer, native_convention, executed_convention, dict(native), executed, conversion)
+        plan.applied = applied_settings(executed_convention, executed, optimizer=optimizer, batch_size=batch_size,
+                                        seq_len=seq_len, constant_batch=constant_batch)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    plan = Plan(cfg.optimizer.name, native_convention, executed_convention, native, executed, conversion)
-    try:
-        plan.applied = applied_settings(executed_convention, executed, optimizer=cfg.optimizer.name,
-                                        batch_size=batch_size, constant_batch=constant_batch)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    check_executable(cfg.optimizer.name, plan.applied)
+    check_executable(optimizer, plan.applied)
     return plan
 
 
 def applied_settings(convention: conventions.Convention, hparams: dict, *, optimizer: str, batch_size: int,
-                     constant_batch: bool) -> dict:
+                     seq_len: int | None, constant_batch: bool) -> dict:
     """Optimizer settings as the update applies them to the gradient of the reduced loss.
 
     replicate.conventions.to_applied restates lr units (per example, per N examples) and
     lr-independent decay as per-batch numbers; weight decay written into the loss goes to the loss,
     the other forms to the optimizer.
     """
-    if convention.loss_reduction not in ("mean", "sum"):
-        raise ConfigError(f"loss_reduction {convention.loss_reduction!r} needs a sequence model; "
+    if convention.loss_reduction == "per_sequence_sum" and not seq_len:
+        raise ConfigError("loss_reduction per_sequence_sum needs sequence data; "
                           "the classifiers in this catalog reduce over examples: mean or sum")
     restated = conventions.to_applied(hparams, convention, optimizer=optimizer, batch_size=batch_size,
-                                      constant_batch=constant_batch)
-    values, form = restated.hparams, restated.target.weight_decay_form
+                                      seq_len=seq_len, constant_batch=constant_batch)
+    values, form = restated.hparams, conventions.decay_form(restated.target, optimizer)
     decay = values.get("weight_decay", 0.0)
     applied = {"lr": values["lr"], "loss_l2": decay if form in LOSS_FORMS else 0.0,
                "loss_l2_form": form if form in LOSS_FORMS else None,

@@ -34,6 +34,7 @@ class SeedResult:
     diverged_at: int | None = None  # first step whose loss was not finite
     wall_time_s: float = 0.0
     path: str = "sequential"  # "batched" (vmap over seeds) or "sequential"
+    parameters: dict = field(default_factory=dict, repr=False)  # final parameters by name (detached)
 
 
 class SeedStack:
@@ -115,8 +116,21 @@ def lr_multiplier(schedule, step: int, steps: int, order: BatchOrder) -> float:
 
 
 def per_example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each example: (n_seeds, batch)."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    """Cross-entropy of each example, or of each token: (n_seeds, batch) or (n_seeds, batch, seq_len)."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+
+
+def reduce_loss(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-seed loss under the executed convention's reduction; losses (n_seeds, batch[, seq_len])."""
+    if reduction == "mean":  # over examples, or over every token
+        return losses.flatten(1).mean(1)
+    if reduction == "sum":  # over examples, or over every token
+        return losses.flatten(1).sum(1)
+    if reduction == "per_sequence_sum":  # Σ over time steps, mean over the batch (Zaremba et al. 2014)
+        if losses.dim() != 3:
+            raise ValueError("loss_reduction per_sequence_sum needs sequence data (data.seq_len)")
+        return losses.sum(2).mean(1)
+    raise ValueError(f"unknown loss_reduction {reduction!r}")
 
 
 def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
@@ -124,8 +138,8 @@ def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
     if loss_value == "clipped_log_loss":
         eps = torch.finfo(logits.dtype).eps
         probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
-        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().mean(-1)
-    return per_example_loss(logits, targets).mean(-1)
+        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().flatten(1).mean(1)
+    return per_example_loss(logits, targets).flatten(1).mean(1)
 
 
 def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: int) -> torch.Tensor:
@@ -136,13 +150,18 @@ def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: in
 
 
 def clip_gradients(grads: list[torch.Tensor], max_norm: float | None, max_value: float | None) -> None:
-    """Per-seed clipping of (n_seeds, ...) gradients, as torch.nn.utils.clip_grad_value_/clip_grad_norm_ on each seed alone."""
+    """Per-seed clipping of (n_seeds, ...) gradients: elementwise to ±max_value, then the global norm to max_norm.
+
+    The norm rule is the original one (Zaremba et al.'s main.lua: shrink by max_norm/norm when norm >
+    max_norm); torch.nn.utils.clip_grad_norm_ adds 1e-6 to the norm, which would make a threshold
+    conversion (c_mean = c_sum/B) inexact.
+    """
     if max_value is not None:
         for grad in grads:
             grad.clamp_(-max_value, max_value)
     if max_norm is not None:
         norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
-        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
         for grad in grads:
             grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
 
@@ -152,8 +171,8 @@ def evaluate(stack: SeedStack, x, y, loss_value: str, chunk: int = 4096) -> dict
     """Accuracy (fraction) and mean loss per seed on a whole split."""
     logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
                         for i in range(0, len(y), chunk)], dim=1)
-    targets = y.expand(stack.n_seeds, -1)
-    accuracy = (logits.argmax(-1) == targets).to(torch.float64).mean(-1)
+    targets = y.expand(stack.n_seeds, *y.shape)
+    accuracy = (logits.argmax(-1) == targets).to(torch.float64).flatten(1).mean(1)
     return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
 
 
@@ -190,13 +209,13 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         batch = y.shape[1]
         logits = stack(x)
         losses = per_example_loss(logits, y)
-        data_loss = losses.mean(1) if reduction == "mean" else losses.sum(1)  # explicit reduction per seed
+        data_loss = reduce_loss(losses, reduction)  # the executed convention's reduction, per seed
         objective = data_loss
         if loss_form is not None and applied["loss_l2"] > 0:
             objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
         with torch.no_grad():  # bookkeeping: this batch's objective in the paper's own per-example units
             if loss_value == "cross_entropy":
-                batch_objective = losses.detach().mean(1).to(torch.float64)
+                batch_objective = losses.detach().flatten(1).mean(1).to(torch.float64)
             else:
                 batch_objective = reported_loss(logits.detach(), y, loss_value).to(torch.float64)
             if native_form in ("l2_half", "l2", "per_batch_l2") and plan.native.get("weight_decay", 0) > 0:
@@ -244,5 +263,6 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if diverged_at[m] is not None:
             metrics = {name: float("nan") for name in metrics}
         results.append(SeedResult(seed, metrics, curves[m], diverged_at[m], elapsed / n_seeds,
-                                  "batched" if vectorize and n_seeds > 1 else "sequential"))
+                                  "batched" if vectorize and n_seeds > 1 else "sequential",
+                                  {name: stack.param(name)[m].detach().clone() for name in stack.leaves}))
     return results

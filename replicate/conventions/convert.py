@@ -155,7 +155,7 @@ def _momentum_form_issue(ctx: _Context) -> list[str]:
 
 
 def _weight_decay_rule(ctx: _Context, value: float, lr_source: float, lr_target: float) -> Rule:
-    src_form, tgt_form = (_decay_form(c, ctx.optimizer) for c in (ctx.source, ctx.target))
+    src_form, tgt_form = (decay_form(c, ctx.optimizer) for c in (ctx.source, ctx.target))
     lr_s, lr_t = ctx.lr_symbols(lr_source, lr_target)
     src = replace(ctx.source, weight_decay_form=src_form)
     tgt = replace(ctx.target, weight_decay_form=tgt_form)
@@ -175,7 +175,8 @@ def _weight_decay_rule(ctx: _Context, value: float, lr_source: float, lr_target:
     return ctx.scaled("weight_decay", value, ratio, issues)
 
 
-def _decay_form(c: Convention, optimizer: str) -> str:
+def decay_form(c: Convention, optimizer: str) -> str:
+    """The weight-decay form `c` means for `optimizer`."""
     # An AdamW optimizer's weight_decay is its own decoupled decay (PyTorch and Keras 3 multiply it
     # by lr); the coupled forms describe an L2 term, which AdamW's weight_decay is not.
     if optimizer == "adamw" and c.weight_decay_form not in _DECOUPLED:
