@@ -140,7 +140,7 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
         else:
             judged = measured
         verdict = judge(judged, claimed=claim.value, tolerance=claim.tolerance, statistic=claim.statistic,
-                        direction=claim.direction, n_claimed=claim.n, std_claimed=claim.std)
+                        direction=claim.direction, n_claimed=claim.n, std_claimed=claim.std, decimals=claim.decimals)
         claims.append({**OmegaConf.to_container(claim, resolve=True), "claimed": claim.value,
                        "measured": measured, "verdict": verdict.to_dict()})
     software, hardware = environment(device, threads)
@@ -167,7 +167,7 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
     paths = reporting.write_report(run_dir, report)
     if cfg.logger == "wandb":
         report["wandb_run_ids"] = mirror_to_wandb(cfg, report, run_dir)
-        reporting.write_atomically(Path(paths["json"]), __import__("json").dumps(report, indent=2) + "\n")
+        reporting.write_json(Path(paths["json"]), report)
     print_summary(report, paths["markdown"])
     return report
 

@@ -32,6 +32,10 @@ class CompareError(Exception):
     """Something the user asked for that cannot be done; printed as one line, exit code 2."""
 
 
+def warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def parse_arguments(argv: list[str]) -> tuple[list[str], dict]:
     """Split the command line into path patterns and key=value options (checked against the allowed values)."""
     options = {"format": "table", "plot": None, "sort": "paper", "combine": False}
@@ -75,9 +79,11 @@ def find_reports(patterns: list[str]) -> list[Path]:
             if match.is_file() and (not is_glob or match.suffix == ".json"):
                 reports.append(match)
             elif match.is_dir():
-                reports += [match / "report.json"] if (match / "report.json").is_file() else sorted(match.rglob("report.json"))
+                own = match / "report.json"
+                reports += [own] if own.is_file() else sorted(match.rglob("report.json"))  # a multirun tree
         if not reports:
-            raise CompareError(f"no report.json found in {pattern}; give a run directory written by `python -m replicate`")
+            raise CompareError(f"no report.json found in {pattern}; "
+                               f"give a run directory written by `python -m replicate`")
         found += reports
     unique = {}
     for path in found:  # the same report reached through two arguments counts once
@@ -99,18 +105,20 @@ def read_report(path: Path) -> dict:
         report["paper"]["id"], report["plan"]["executed_convention"]["name"], float(report["wall_time_s"])
         seeds = [seed["seed"] for seed in report["seeds"]]
         for claim in report["claims"]:
-            claim["name"], claim["claimed"], claim["unit"], claim["statistic"], claim["tolerance"]
+            claim["name"], claim["unit"], claim["statistic"], float(claim["claimed"]), float(claim["tolerance"])
             verdict = claim["verdict"]
-            verdict["verdict"], verdict["rule"], verdict["n"], verdict["mean"], verdict["std"]
+            verdict["verdict"], verdict["rule"], int(verdict["n"]), float(verdict["mean"]), float(verdict["std"])
             if len(claim["measured"]) != len(seeds):
                 raise ValueError(f"claim {claim['name']!r} has {len(claim['measured'])} values for {len(seeds)} seeds")
+            # a diverged seed is NaN as report.json writes it, or null if another tool rewrote the file
+            claim["measured"] = [math.nan if value is None else float(value) for value in claim["measured"]]
     except (KeyError, TypeError, ValueError) as error:
         detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
         raise CompareError(f"{path}: not a replicate report ({detail})") from None
     return report
 
 
-def load_reports(paths: list[Path], warn=print) -> list[tuple[Path, dict]]:
+def load_reports(paths: list[Path], warn=warn) -> list[tuple[Path, dict]]:
     """Every readable report with its path; bad ones are skipped with a warning while at least one is good."""
     runs, problems = [], []
     for path in paths:
@@ -132,12 +140,13 @@ def make_rows(runs: list[tuple[Path, dict]]) -> list[dict]:
     for path, report in runs:
         for claim in report["claims"]:
             verdict = claim["verdict"]
-            rows.append(_row(report, claim, verdict, values=claim["measured"], seeds=[s["seed"] for s in report["seeds"]],
+            rows.append(_row(report, claim, verdict, values=claim["measured"],
+                             seeds=[seed["seed"] for seed in report["seeds"]],
                              run_dirs=[str(path.parent)], wall_time_s=float(report["wall_time_s"])))
     return rows
 
 
-def combine_runs(runs: list[tuple[Path, dict]], warn=print) -> list[dict]:
+def combine_runs(runs: list[tuple[Path, dict]], warn=warn) -> list[dict]:
     """Pool the seeds of runs with the same paper and executed convention and judge each claim again.
 
     A seed found in several runs counts once (the first run by path); the verdict is replicate.verdict.judge
@@ -147,7 +156,8 @@ def combine_runs(runs: list[tuple[Path, dict]], warn=print) -> list[dict]:
 
     groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
     for path, report in sorted(runs, key=lambda run: str(run[0])):
-        groups.setdefault((report["paper"]["id"], report["plan"]["executed_convention"]["name"]), []).append((path, report))
+        key = (report["paper"]["id"], report["plan"]["executed_convention"]["name"])
+        groups.setdefault(key, []).append((path, report))
     rows = []
     for members in groups.values():
         check_poolable(members)
@@ -168,9 +178,9 @@ def combine_runs(runs: list[tuple[Path, dict]], warn=print) -> list[dict]:
             judged = values
             if claim["statistic"] == "exact" and claim.get("seed") is not None and claim["seed"] in pooled:
                 judged = [pooled[claim["seed"]][claim["name"]]]  # the published run is this seed's run, as in cli
-            verdict = judge(judged, claimed=claim["claimed"], tolerance=claim["tolerance"], statistic=claim["statistic"],
-                            direction=claim.get("direction", "higher"), n_claimed=claim.get("n"),
-                            std_claimed=claim.get("std")).to_dict()
+            verdict = judge(judged, claimed=claim["claimed"], tolerance=claim["tolerance"],
+                            statistic=claim["statistic"], direction=claim.get("direction", "higher"),
+                            n_claimed=claim.get("n"), std_claimed=claim.get("std")).to_dict()
             rows.append(_row(first, claim, verdict, values=values, seeds=seeds,
                              run_dirs=[str(path.parent) for path, _ in members],
                              wall_time_s=sum(float(report["wall_time_s"]) for _, report in members)))
@@ -202,6 +212,7 @@ def check_poolable(members: list[tuple[Path, dict]]) -> None:
 
 
 def sort_rows(rows: list[dict], by: str) -> list[dict]:
+    """By paper (then convention, claim, run), by verdict (reproduced first) or by wall time (fastest first)."""
     def identity(row):
         return row["paper"], row["convention"], row["claim"], row["run_dir"]
 
@@ -212,7 +223,8 @@ def sort_rows(rows: list[dict], by: str) -> list[dict]:
     return sorted(rows, key=identity)
 
 
-COLUMNS = ("paper", "convention", "claim", "claimed", "measured mean ± std (n)", "verdict", "rule", "wall time", "run dir")
+COLUMNS = ("paper", "convention", "claim", "claimed", "measured mean ± std (n)", "verdict", "rule", "wall time",
+           "run dir")
 
 
 def format_cells(row: dict) -> list[str]:
@@ -262,7 +274,8 @@ def plot_rows(rows: list[dict], path: Path) -> None:
         panels.setdefault((row["paper"], row["claim"]), []).append(row)
     columns = min(3, len(panels)) or 1
     lines = math.ceil(len(panels) / columns) or 1
-    figure, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 4 * lines), squeeze=False)
+    width = max([4.5] + [1.5 * len(members) for members in panels.values()])  # room for each run's label
+    figure, axes = plt.subplots(lines, columns, figsize=(width * columns, 4 * lines), squeeze=False)
     for axis, ((paper, claim_name), members) in zip(axes.flat, panels.items()):
         labels = []
         for position, row in enumerate(members):
@@ -273,8 +286,10 @@ def plot_rows(rows: list[dict], path: Path) -> None:
             axis.hlines(row["claimed"], position - 0.4, position + 0.4, colors="black", linestyles="--",
                         label="claimed" if position == 0 else None)
             finite = [value for value in row["values"] if value is not None and math.isfinite(value)]
-            offsets = [0.0] if len(finite) == 1 else [0.25 * (2 * i / (len(finite) - 1) - 1) for i in range(len(finite))]
-            axis.plot([position + offset for offset in offsets[:len(finite)]], finite, "o", alpha=0.8)
+            # seeds spread sideways over ±0.25 so equal values stay visible as separate dots
+            count = len(finite)
+            offsets = [0.0] if count == 1 else [0.25 * (2 * i / (count - 1) - 1) for i in range(count)]
+            axis.plot([position + offset for offset in offsets], finite, "o", alpha=0.8)
             if row["n"]:
                 axis.hlines(row["mean"], position - 0.3, position + 0.3, colors="tab:red",
                             label="mean judged" if position == 0 else None)
@@ -335,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     if any(argument in ("-h", "--help") for argument in argv):
         print(USAGE)
         return 0
-
-    def warn(message: str) -> None:
-        print(message, file=sys.stderr)
 
     try:
         patterns, options = parse_arguments(argv)

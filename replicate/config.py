@@ -48,6 +48,7 @@ class ClaimConfig:
     location: str = MISSING  # where the source states the number (file, table, line)
     quote: str = ""  # the source's own words, when short
     seed: Optional[int] = None  # the seed the published run used, when the source fixes it
+    decimals: Optional[int] = None  # exact claims: printed decimals, when the number ends in zeros ("0.950" → 3)
 
 
 @dataclass

@@ -7,6 +7,7 @@ Every number in report.md comes from the same dict that is written to report.jso
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,14 +27,29 @@ def write_report(run_dir: Path, report: dict) -> dict:
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "report.json", "markdown": run_dir / "report.md", "plot": run_dir / "curves.png"}
     plot_learning_curves(report, paths["plot"])
-    write_atomically(paths["json"], json.dumps(report, indent=2, default=_jsonable) + "\n")
+    write_json(paths["json"], report)
     write_atomically(paths["markdown"], render_markdown(report, plot_name=paths["plot"].name))
     return {key: str(value) for key, value in paths.items()}
 
 
+def write_json(path: Path, report: dict) -> None:
+    """Strict JSON: a diverged value (NaN, ±inf) is written as null, which every JSON reader accepts."""
+    write_atomically(Path(path), json.dumps(_finite(report), indent=2, allow_nan=False, default=_jsonable) + "\n")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _jsonable(value):
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     return str(value)
 
 

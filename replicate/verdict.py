@@ -17,6 +17,11 @@ import numpy as np
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE"
 
 
+def _slack(value: float) -> float:
+    """Rounding allowance for comparing a claim with an interval edge (93.6 + 0.1 is 93.69999999999999)."""
+    return 1e-9 * max(1.0, abs(value))
+
+
 @dataclass
 class Verdict:
     verdict: str
@@ -43,7 +48,8 @@ def printed_decimals(value: float) -> int:
 
 
 def judge(values, *, claimed: float, tolerance: float, statistic: str, direction: str = "higher",
-          n_claimed: int | None = None, std_claimed: float | None = None, alpha: float = 0.05) -> Verdict:
+          n_claimed: int | None = None, std_claimed: float | None = None, alpha: float = 0.05,
+          decimals: int | None = None) -> Verdict:
     """Decide one claim from per-seed values (in the claim's unit). Non-finite values are diverged seeds."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
@@ -61,16 +67,18 @@ def judge(values, *, claimed: float, tolerance: float, statistic: str, direction
              "best_of_n": _order_statistic, "threshold": _threshold}
     if statistic not in rules:
         raise ValueError(f"unknown statistic {statistic!r}; allowed: {', '.join(rules)}")
+    if statistic in ("median_of_n", "best_of_n") and not n_claimed:
+        raise ValueError(f"statistic {statistic} needs n_claimed (the paper's number of runs)")
     verdict, rule, explanation, details = rules[statistic](
         finite, claimed=claimed, tolerance=tolerance, statistic=statistic, direction=direction,
-        n_claimed=n_claimed, std_claimed=std_claimed, alpha=alpha)
+        n_claimed=n_claimed, std_claimed=std_claimed, alpha=alpha, decimals=decimals)
     if diverged:
         explanation += f" ({diverged} diverged seed(s) excluded)"
     return Verdict(verdict, rule, explanation, details=details, **base)
 
 
-def _exact(values, *, claimed, tolerance, **_):
-    decimals = printed_decimals(claimed)
+def _exact(values, *, claimed, tolerance, decimals=None, **_):
+    decimals = printed_decimals(claimed) if decimals is None else decimals  # "0.950" needs decimals=3
     rounded = [round(float(v), decimals) for v in values]
     matches = [abs(r - claimed) <= max(tolerance, 0.5 * 10 ** -decimals) * (1 + 1e-9) for r in rounded]
     details = {"decimals": decimals, "rounded": rounded}
@@ -95,7 +103,7 @@ def _single_run(values, *, claimed, tolerance, alpha, **_):
     std = float(values.std(ddof=1))
     half_width = float(stats.t.ppf(1 - alpha / 2, n - 1)) * std * math.sqrt(1 + 1 / n)
     low, high = mean - half_width - tolerance, mean + half_width + tolerance
-    inside = low <= claimed <= high
+    inside = low - _slack(low) <= claimed <= high + _slack(high)
     details = {"prediction_interval": [mean - half_width, mean + half_width], "widened_interval": [low, high],
                "level": 1 - alpha}
     return (REPRODUCED if inside else NOT_REPRODUCED, "prediction_interval",
@@ -109,8 +117,12 @@ def _mean_of_n(values, *, claimed, tolerance, alpha, n_claimed, std_claimed, **_
     from scipy import stats
 
     n, mean = len(values), float(values.mean())
-    variance_of_mean = float(values.var(ddof=1)) / n if n > 1 else 0.0
+    if n < 2:
+        return (INCONCLUSIVE, "tost", "one seed gives no standard error; run more seeds",
+                {"difference": mean - claimed, "seeds_needed": 3})
+    variance_of_mean = float(values.var(ddof=1)) / n
     degrees = n - 1
+    paper_variance = 0.0
     if n_claimed and std_claimed:
         paper_variance = std_claimed ** 2 / n_claimed
         if variance_of_mean + paper_variance > 0 and n > 1:
@@ -119,11 +131,8 @@ def _mean_of_n(values, *, claimed, tolerance, alpha, n_claimed, std_claimed, **_
         variance_of_mean += paper_variance
     difference = mean - claimed
     standard_error = math.sqrt(variance_of_mean)
-    if n < 2 and not (n_claimed and std_claimed):
-        return (INCONCLUSIVE, "tost", "one seed gives no standard error; run more seeds",
-                {"difference": difference, "seeds_needed": 3})
     if standard_error == 0:
-        verdict = REPRODUCED if abs(difference) < tolerance else NOT_REPRODUCED
+        verdict = REPRODUCED if abs(difference) <= tolerance + _slack(tolerance) else NOT_REPRODUCED
         return verdict, "tost", f"no spread: difference {difference:.4g} vs margin {tolerance:g}", {"difference": difference}
     t_lower = (difference + tolerance) / standard_error  # H0: difference ≤ −margin
     t_upper = (difference - tolerance) / standard_error  # H0: difference ≥ +margin
@@ -141,20 +150,24 @@ def _mean_of_n(values, *, claimed, tolerance, alpha, n_claimed, std_claimed, **_
     if p_different < alpha:
         return (NOT_REPRODUCED, "tost", f"mean {mean:.4g} differs from {claimed:g} by more than {tolerance:g} "
                 f"(one-sided p = {p_different:.3g} < {alpha:g})", details)
-    details["seeds_needed"] = _seeds_needed(abs(difference), tolerance, float(values.std(ddof=1)), alpha)
+    details["seeds_needed"] = _seeds_needed(abs(difference), tolerance, float(values.std(ddof=1)), alpha, paper_variance)
+    decide = (f"about {details['seeds_needed']} seeds would decide" if details["seeds_needed"]
+              else "no number of our seeds decides it (the gap equals the margin, or the paper's own spread dominates)")
     return (INCONCLUSIVE, "tost", f"neither equivalence (p = {p_equivalent:.3g}) nor difference (p = {p_different:.3g}) "
-            f"at α = {alpha:g}; about {details['seeds_needed']} seeds would decide", details)
+            f"at α = {alpha:g}; {decide}", details)
 
 
-def _seeds_needed(distance: float, tolerance: float, std: float, alpha: float, limit: int = 10_000) -> int | None:
-    """Smallest n at which the observed gap, with the observed spread, would decide either test."""
+def _seeds_needed(distance: float, tolerance: float, std: float, alpha: float, paper_variance: float = 0.0,
+                  limit: int = 10_000) -> int | None:
+    """Smallest n at which the observed gap, with the observed spread (plus the paper's own standard
+    error, when it gave one), would decide either test; None when no n would."""
     from scipy import stats
 
     gap = abs(tolerance - distance)
     if gap == 0 or std == 0:
         return None
     for n in range(2, limit):
-        if gap / (std / math.sqrt(n)) > stats.t.ppf(1 - alpha, n - 1):
+        if gap / math.sqrt(std ** 2 / n + paper_variance) > stats.t.ppf(1 - alpha, n - 1):
             return n
     return None
 
@@ -164,14 +177,14 @@ def _order_statistic(values, *, claimed, tolerance, statistic, direction, n_clai
     n = len(values)
     if n < 3:
         return INCONCLUSIVE, "order_statistic_bootstrap", f"{n} seeds are too few for the distribution of a {statistic}", {}
-    rng = np.random.default_rng(0)  # fixed: the verdict must be a function of the values
-    draws = rng.choice(values, size=(20_000, n_claimed), replace=True)
+    rng = np.random.default_rng(0)  # fixed generator and sorted values: the verdict is a function of the set of values
+    draws = rng.choice(np.sort(values), size=(20_000, n_claimed), replace=True)
     if statistic == "median_of_n":
         simulated = np.median(draws, axis=1)
     else:
         simulated = draws.max(axis=1) if direction == "higher" else draws.min(axis=1)
     low, high = np.quantile(simulated, [alpha / 2, 1 - alpha / 2])
-    inside = low - tolerance <= claimed <= high + tolerance
+    inside = low - tolerance - _slack(low) <= claimed <= high + tolerance + _slack(high)
     details = {"interval": [float(low), float(high)], "widened_interval": [float(low - tolerance), float(high + tolerance)],
                "level": 1 - alpha, "n_claimed": n_claimed}
     return (REPRODUCED if inside else NOT_REPRODUCED, "order_statistic_bootstrap",
@@ -185,9 +198,12 @@ def _threshold(values, *, claimed, tolerance, direction, alpha, **_):
     from scipy import stats
 
     n, mean = len(values), float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else 0.0
-    margin = float(stats.t.ppf(1 - alpha, n - 1)) * std / math.sqrt(n) if n > 1 else 0.0
+    if n < 2:
+        return INCONCLUSIVE, "one_sided_bound", "one seed gives no confidence bound; run more seeds", {}
+    std = float(values.std(ddof=1))
+    margin = float(stats.t.ppf(1 - alpha, n - 1)) * std / math.sqrt(n)
     bound = claimed - tolerance if direction == "higher" else claimed + tolerance
+    bound += -_slack(bound) if direction == "higher" else _slack(bound)
     low, high = mean - margin, mean + margin
     details = {"confidence_interval": [low, high], "bound": bound, "level": 1 - alpha}
     meets = low >= bound if direction == "higher" else high <= bound

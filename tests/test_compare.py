@@ -61,7 +61,8 @@ def test_the_table_and_markdown_print_the_reports_numbers(runs):
     table = compare(runs / "native", runs / "sum")
     assert table.returncode == 0, table.stderr
     lines = [line for line in table.stdout.splitlines() if line.startswith("mnist1d_logistic")]
-    assert len(lines) == 2 and measured in lines[0] and verdict["verdict"] in lines[0] and str(runs / "native") in lines[0]
+    assert len(lines) == 2
+    assert measured in lines[0] and verdict["verdict"] in lines[0] and str(runs / "native") in lines[0]
     markdown = compare(runs / "native", runs / "sum", "format=markdown").stdout.splitlines()
     assert markdown[0].startswith("| paper | convention | claim |") and markdown[1].startswith("|---|")
     assert len(markdown) == 4 and f"| {measured} | **{verdict['verdict']}** |" in markdown[2]

@@ -106,3 +106,47 @@ def test_a_minority_of_diverged_seeds_is_excluded_and_counted():
 def test_unknown_statistic_is_an_error():
     with pytest.raises(ValueError, match="allowed"):
         judge([1.0], claimed=1.0, tolerance=0.0, statistic="luckiest")
+
+
+def test_edges_allow_for_floating_point_rounding():
+    # the upper edge of this best-of-5 range is 93.6 + 0.1 = 93.69999999999999 in floating point
+    values = [93.0, 93.2, 93.4, 93.6, 93.6]
+    assert judge(values, claimed=93.7, tolerance=0.1, statistic="best_of_n", n_claimed=5).verdict == REPRODUCED
+
+
+def test_the_bootstrap_depends_on_the_set_of_values_not_their_order():
+    values = [92.1, 95.3, 93.3, 94.0, 92.8, 94.9, 93.6]
+    forward = judge(values, claimed=94.0, tolerance=0.0, statistic="median_of_n", n_claimed=5)
+    backward = judge(values[::-1], claimed=94.0, tolerance=0.0, statistic="median_of_n", n_claimed=5)
+    assert forward.details["interval"] == backward.details["interval"]
+
+
+def test_mean_of_n_zero_spread_on_the_margin_is_reproduced():
+    assert judge([0.5] * 3, claimed=0.5, tolerance=0.0, statistic="mean_of_n").verdict == REPRODUCED
+    assert judge([1.5] * 3, claimed=1.0, tolerance=0.5, statistic="mean_of_n").verdict == REPRODUCED
+
+
+def test_mean_of_n_with_one_seed_and_the_papers_spread_is_inconclusive_not_nan():
+    result = judge([10.0], claimed=10.3, tolerance=0.5, statistic="mean_of_n", n_claimed=3, std_claimed=1.0)
+    assert result.verdict == INCONCLUSIVE and "nan" not in result.explanation
+
+
+def test_seeds_needed_accounts_for_the_papers_own_spread():
+    result = judge([10.0, 10.1, 9.9], claimed=10.3, tolerance=0.5, statistic="mean_of_n", n_claimed=3, std_claimed=1.0)
+    assert result.verdict == INCONCLUSIVE
+    assert result.details["seeds_needed"] is None and "no number of our seeds" in result.explanation
+
+
+def test_order_statistics_need_the_papers_n():
+    with pytest.raises(ValueError, match="needs n_claimed"):
+        judge([1.0, 2.0, 3.0], claimed=3.0, tolerance=0.0, statistic="best_of_n")
+
+
+def test_threshold_with_one_seed_is_inconclusive():
+    assert judge([0.5], claimed=0.6, tolerance=0.0, statistic="threshold", direction="lower").verdict == INCONCLUSIVE
+
+
+def test_exact_claims_can_state_trailing_zero_decimals():
+    assert judge([0.9504], claimed=0.950, tolerance=0.0, statistic="exact").verdict == REPRODUCED  # read as 0.95
+    assert judge([0.9504], claimed=0.950, tolerance=0.0, statistic="exact", decimals=3).verdict == REPRODUCED
+    assert judge([0.9506], claimed=0.950, tolerance=0.0, statistic="exact", decimals=3).verdict == NOT_REPRODUCED

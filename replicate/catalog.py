@@ -1,0 +1,119 @@
+"""The catalog records in papers/ and the README table built from them.
+
+Each papers/<id>.md is written by people (claim, source, conventions with evidence, deviations)
+except its measured-result block, which this module fills from a full-length run's report.json:
+
+    python -m replicate.catalog update outputs/mnist1d_mlp/2026-11-25_19-00-00   # record a run
+    python -m replicate.catalog readme                                           # rebuild the README table
+
+The README table lies between `<!-- catalog:start -->` and `<!-- catalog:end -->`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from replicate.report import format_measured, write_atomically
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_START, RESULT_END = "<!-- result:start -->", "<!-- result:end -->"
+TABLE_START, TABLE_END = "<!-- catalog:start -->", "<!-- catalog:end -->"
+
+
+def read_result(record: Path) -> dict:
+    """The JSON result block of a record (empty when the entry has not been run at full length)."""
+    text = record.read_text()
+    if RESULT_START not in text:
+        return {}
+    block = text.split(RESULT_START, 1)[1].split(RESULT_END, 1)[0]
+    payload = block.split("```json", 1)[1].split("```", 1)[0] if "```json" in block else "{}"
+    return json.loads(payload)
+
+
+def result_from_report(report: dict) -> dict:
+    seeds = report["seeds"]
+    return {
+        "paper": report["paper"]["id"],
+        "claims": [{"name": claim["name"], "claimed": claim["claimed"], "unit": claim["unit"],
+                    "statistic": claim["statistic"], "measured": format_measured(claim),
+                    "per_seed": [round(value, 6) for value in claim["measured"]],
+                    "verdict": claim["verdict"]["verdict"], "rule": claim["verdict"]["rule"],
+                    "explanation": claim["verdict"]["explanation"]} for claim in report["claims"]],
+        "seeds": [seed["seed"] for seed in seeds],
+        "steps": report["steps"],
+        "executed_convention": report["plan"]["executed_convention"]["name"],
+        "training_path": report["training_path"],
+        "wall_time_s": round(report["wall_time_s"], 1),
+        "hardware": f"{report['hardware']['cpu']}, {report['hardware']['threads']} thread(s), {report['hardware']['device']}",
+        "software": {key: report["software"].get(key) for key in ("replicate", "torch", "python", "mnist1d", "scikit-learn")},
+        "command": f"python -m replicate paper={report['paper']['id']}"
+                   + (f" seeds={len(seeds)}" if len(seeds) != report["config"]["seeds"] else ""),
+    }
+
+
+def render_result(result: dict) -> str:
+    lines = [RESULT_START, "", f"Measured with `{result['command']}` ({len(result['seeds'])} seed(s), "
+             f"{result['steps']} steps, {result['training_path']}; {result['wall_time_s']} s on {result['hardware']}; "
+             + ", ".join(f"{k} {v}" for k, v in result["software"].items() if v) + ").", "",
+             "| claim | claimed | measured | verdict | rule |", "|---|---|---|---|---|"]
+    for claim in result["claims"]:
+        unit = "%" if claim["unit"] == "%" else ""
+        lines.append(f"| {claim['name']} | {claim['claimed']:g}{unit} ({claim['statistic'].replace('_', ' ')}) | "
+                     f"{claim['measured']} | **{claim['verdict']}** | {claim['rule']} |")
+    lines += ["", *[f"- {claim['name']}: {claim['explanation']}; per seed: {claim['per_seed']}" for claim in result["claims"]],
+              "", "```json", json.dumps(result, indent=1), "```", "", RESULT_END]
+    return "\n".join(lines)
+
+
+def update_record(run_dir: Path, papers_dir: Path = ROOT / "papers") -> Path:
+    report = json.loads((Path(run_dir) / "report.json").read_text())
+    record = papers_dir / f"{report['paper']['id']}.md"
+    if not record.exists():
+        raise FileNotFoundError(f"no record {record}; write the human part first (claim, source, conventions)")
+    text = record.read_text()
+    block = render_result(result_from_report(report))
+    if RESULT_START in text:
+        head, rest = text.split(RESULT_START, 1)
+        text = head + block + rest.split(RESULT_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Measured result\n\n" + block + "\n"
+    write_atomically(record, text)
+    return record
+
+
+def catalog_table(papers_dir: Path = ROOT / "papers") -> str:
+    lines = ["| id | claim | claimed | measured (ours) | verdict | record |", "|---|---|---|---|---|---|"]
+    for record in sorted(papers_dir.glob("*.md")):
+        result = read_result(record)
+        for claim in result.get("claims", []) or [{}]:
+            unit = "%" if claim.get("unit") == "%" else ""
+            claimed = f"{claim['claimed']:g}{unit}" if claim else "—"
+            lines.append(f"| `{record.stem}` | {claim.get('name', 'not yet run')} | {claimed} | "
+                         f"{claim.get('measured', '—')} | {claim.get('verdict', '—')} | [papers/{record.name}](papers/{record.name}) |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = ROOT / "README.md", papers_dir: Path = ROOT / "papers") -> None:
+    text = readme.read_text()
+    head, rest = text.split(TABLE_START, 1)
+    write_atomically(readme, head + TABLE_START + "\n" + catalog_table(papers_dir) + "\n" + TABLE_END + rest.split(TABLE_END, 1)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("update", "readme"):
+        print("error: usage: python -m replicate.catalog update <run dir>... | readme", file=sys.stderr)
+        return 2
+    try:
+        for run_dir in argv[1:] if argv[0] == "update" else []:
+            print(f"updated {update_record(Path(run_dir))}")
+        update_readme()
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
