@@ -27,8 +27,19 @@ def conf_dir() -> Path:
     return Path(str(resources.files("replicate") / "conf"))
 
 
-def available_papers() -> list[str]:
-    return sorted(path.stem for path in (conf_dir() / "paper").glob("*.yaml"))
+def config_dirs(argv: list[str]) -> list[Path]:
+    """conf/ and any user directories given with --config-dir / -cd (Hydra's own option)."""
+    dirs = [conf_dir()]
+    for index, argument in enumerate(argv):
+        if argument in ("--config-dir", "-cd") and index + 1 < len(argv):
+            dirs.append(Path(argv[index + 1]))
+        elif argument.startswith("--config-dir="):
+            dirs.append(Path(argument.split("=", 1)[1]))
+    return dirs
+
+
+def available_papers(argv: list[str] | None = None) -> list[str]:
+    return sorted({path.stem for directory in config_dirs(argv or []) for path in (directory / "paper").glob("*.yaml")})
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -36,16 +47,41 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def check_paper_argument(argv: list[str]) -> None:
-    """An unknown paper id is one line naming the ids, before Hydra prints its longer message."""
+def check_arguments(argv: list[str]) -> None:
+    """Mistakes Hydra would answer with a traceback or a long message, answered in one line first:
+    an unknown paper id, a paper file that is not valid YAML, an output directory that cannot be written."""
+    import yaml
+
+    papers = ["mnist1d_mlp"]  # the default in conf/config.yaml
     for argument in argv:
         if argument.startswith("paper="):
             names = argument.split("=", 1)[1]
-            if names.startswith(("glob(", "choice(", "range(")):
-                continue
-            for name in names.split(","):
-                if name not in available_papers():
-                    fail(f"unknown paper {name!r}; available: {', '.join(available_papers())}")
+            papers = [] if names.startswith(("glob(", "choice(", "range(")) else names.split(",")
+    for name in papers:
+        files = [directory / "paper" / f"{name}.yaml" for directory in config_dirs(argv)]
+        existing = [path for path in files if path.exists()]
+        if not existing:
+            fail(f"unknown paper {name!r}; available: {', '.join(available_papers(argv))}")
+        try:
+            yaml.safe_load(existing[-1].read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            fail(f"{existing[-1]} is not valid YAML{where}: {problem}")
+    for argument in argv:
+        if argument.startswith("hydra.run.dir="):
+            check_writable(Path(argument.split("=", 1)[1]))
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".replicate-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        fail(f"cannot write the output directory {directory} ({error.strerror}); choose another with hydra.run.dir=...")
 
 
 def resolve_device(name: str):
@@ -89,6 +125,38 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, steps: int, progress) -> list:
+    """Train the seeds in groups (all together when batched, one by one otherwise), skipping finished
+    seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once."""
+    from replicate.checkpoint import fingerprint, group_name, load_seed_result, save_seed_result
+    from replicate.train import SeedResult, train_seeds
+
+    stamp = fingerprint(cfg)
+    if not cfg.resume:
+        for seed in seeds:
+            (run_dir / "seeds" / f"seed-{seed}.json").unlink(missing_ok=True)
+    results = []
+    for group in [seeds] if vectorize else [[seed] for seed in seeds]:
+        finished = [load_seed_result(run_dir, seed, stamp) for seed in group]
+        checkpoint_path = run_dir / "checkpoints" / f"{group_name(group)}.pt"
+        if all(finished):
+            results += [SeedResult(**{k: v for k, v in result.items() if k != "fingerprint"}) for result in finished]
+            progress.update(steps * len(group))
+            continue
+        if not cfg.resume:
+            checkpoint_path.unlink(missing_ok=True)
+        checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp}
+                      if cfg.checkpoint.every else None)
+        trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
+        for result in trained:
+            save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
+                                       "curve": result.curve, "diverged_at": result.diverged_at,
+                                       "wall_time_s": result.wall_time_s, "path": result.path})
+        checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
+        results += trained
+    return results
+
+
 def replicate_paper(cfg, run_dir: Path) -> dict:
     """Run one replication end to end and write its report. Returns the report dict."""
     import torch
@@ -99,7 +167,7 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
     from replicate.data import load_dataset
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
-    from replicate.train import can_vectorize, total_steps, train_seeds
+    from replicate.train import can_vectorize, total_steps
     from replicate.data import BatchOrder
     from replicate.verdict import judge
 
@@ -118,17 +186,12 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
         return {}
     batched = str(cfg.train.batched).lower()
     vectorize = len(seeds) > 1 and batched != "false" and (batched == "true" or can_vectorize(cfg.model, data, dtype))
-    steps = total_steps(cfg.train, BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order="sequential", seeds=[0]))
-    if cfg.data.order != "sequential":
-        steps = total_steps(cfg.train, BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order,
-                                                  seeds=[0], drop_last=cfg.data.drop_last))
-    progress = tqdm(total=steps * (1 if vectorize else len(seeds)), desc=f"{cfg.paper.id} ({len(seeds)} seeds)",
-                    unit="step", disable=not cfg.runtime.progress, leave=False, mininterval=0.5)
-    if vectorize:
-        results = train_seeds(cfg, data, plan, seeds, vectorize=True, progress=progress)
-    else:
-        results = [result for seed in seeds
-                   for result in train_seeds(cfg, data, plan, [seed], vectorize=False, progress=progress)]
+    order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
+                       drop_last=cfg.data.drop_last)
+    steps = total_steps(cfg.train, order)
+    progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
+                    disable=not cfg.runtime.progress, leave=False, mininterval=0.5)
+    results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress)
     progress.close()
 
     claims = []
@@ -173,7 +236,7 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
 
 
 def main() -> None:
-    check_paper_argument(sys.argv[1:])
+    check_arguments(sys.argv[1:])
     import hydra
     from hydra.core.hydra_config import HydraConfig
 

@@ -9,6 +9,7 @@ Hydra composes `conf/` into this schema, so a misspelt key is an error rather th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
@@ -161,6 +162,11 @@ class WandbConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 500  # optimizer steps between checkpoints of a group of seeds still training (0: none)
+
+
+@dataclass
 class Config:
     paper: PaperConfig = field(default_factory=PaperConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -176,6 +182,8 @@ class Config:
     device: str = "auto"
     logger: str = "wandb"
     dry_run: bool = False  # compose and check the config, train nothing
+    resume: bool = True  # reuse finished seeds and checkpoints found in the run directory
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def register_schema() -> None:
@@ -208,7 +216,13 @@ def _require_positive(value: Any, what: str) -> None:
 
 def check_config(cfg: Any) -> None:
     """Check values the schema cannot express. Raises ConfigError with one line."""
+    from omegaconf import OmegaConf
+
     from replicate import conventions
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value(s) for {', '.join(missing)}; every paper config states these")
 
     _require_choice(cfg.model.name, MODELS, "model")
     _require_choice(cfg.model.init, INITS, "model.init")
@@ -243,6 +257,11 @@ def check_config(cfg: Any) -> None:
         value = cfg.optimizer[limit]
         if value is not None:
             _require_positive(value, f"optimizer.{limit}")
+    if cfg.checkpoint.every < 0:
+        raise ConfigError(f"checkpoint.every must be >= 0 (0 turns checkpoints off), got {cfg.checkpoint.every}")
+    if cfg.data.root is not None and not Path(cfg.data.root).expanduser().is_dir():
+        raise ConfigError(f"data.root {cfg.data.root} is not a directory; create it, or leave data.root unset "
+                          "to use the cache in ~/.cache/replicate ($REPLICATE_CACHE)")
     if cfg.runtime.threads is not None:
         _require_positive(cfg.runtime.threads, "runtime.threads")
     try:

@@ -209,13 +209,24 @@ class BatchOrder:
     def state_dict(self) -> dict:
         return {"epoch": self._epoch, "permutations": self._permutations,
                 "generators": [g.get_state() for g in self.generators],
-                "numpy_streams": [stream.get_state() for stream in self.numpy_streams or []]}
+                "numpy_streams": [_numpy_state_to_tensors(stream.get_state()) for stream in self.numpy_streams or []]}
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._permutations = state["epoch"], state["permutations"]
         for generator, saved in zip(self.generators, state["generators"]):
             generator.set_state(saved)
         for stream, saved in zip(self.numpy_streams or [], state["numpy_streams"]):
-            stream.set_state(saved)
+            stream.set_state(_numpy_state_from_tensors(saved))
         if self.order == "sklearn_shuffle" and self._permutations is not None:
             self._sklearn_order = [row.cpu().numpy().copy() for row in self._permutations]
+
+
+def _numpy_state_to_tensors(state: tuple) -> dict:
+    """RandomState.get_state() as values torch.load(weights_only=True) accepts."""
+    kind, keys, position, has_gauss, cached = state
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from_tensors(saved: dict) -> tuple:
+    return saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"], saved["cached"]

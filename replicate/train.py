@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.func import functional_call, vmap
 
+from replicate.checkpoint import load_checkpoint, save_checkpoint
 from replicate.data import BatchOrder, Dataset
 from replicate.models import build_model, initialize_like_sklearn
 from replicate.optim import build_optimizer
@@ -176,7 +177,10 @@ def evaluate(stack: SeedStack, x, y, loss_value: str, chunk: int = 4096) -> dict
     return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
 
 
-def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None) -> list[SeedResult]:
+def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
+                checkpoint: dict | None = None) -> list[SeedResult]:
+    """Train `seeds` together (vectorize) or the single seed given. checkpoint: {"path", "every" (steps),
+    "fingerprint"}: the state is saved every `every` steps and training resumes from the file if present."""
     started = time.perf_counter()
     dtype, device = data.x_train.dtype, data.x_train.device
     applied = plan.applied
@@ -203,7 +207,20 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     epoch_loss = torch.zeros(n_seeds, dtype=torch.float64, device=device)  # Σ batch objective × batch size
     epoch_count, curve_loss, curve_count = 0, torch.zeros_like(epoch_loss), 0
     curves: list[list[dict]] = [[] for _ in seeds]
-    for step in range(steps):
+    start = 0
+    if checkpoint is not None and checkpoint["path"].exists():
+        saved = load_checkpoint(checkpoint["path"], checkpoint["fingerprint"])
+        with torch.no_grad():
+            for name, leaf in stack.leaves.items():
+                leaf.copy_(saved["params"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        order.load_state_dict(saved["order"])
+        epoch_loss.copy_(saved["epoch_loss"]); curve_loss.copy_(saved["curve_loss"])
+        start, epoch_count, curve_count = saved["step"], saved["epoch_count"], saved["curve_count"]
+        curves, diverged_at = saved["curves"], saved["diverged_at"]
+        if progress is not None:
+            progress.update(start)
+    for step in range(start, steps):
         indices = order.indices(step)  # (n_seeds, batch)
         x, y = data.x_train[indices], data.y_train[indices]
         batch = y.shape[1]
@@ -246,6 +263,13 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             for m in range(n_seeds):
                 curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
             curve_loss.zero_(); curve_count = 0
+        if checkpoint is not None and (step + 1) % checkpoint["every"] == 0 and step + 1 < steps:
+            save_checkpoint(checkpoint["path"], {
+                "fingerprint": checkpoint["fingerprint"], "step": step + 1,
+                "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
+                "optimizer": optimizer.state_dict(), "order": order.state_dict(),
+                "epoch_loss": epoch_loss, "epoch_count": epoch_count, "curve_loss": curve_loss,
+                "curve_count": curve_count, "curves": curves, "diverged_at": diverged_at})
         if progress is not None:
             progress.update(1)
 

@@ -1,0 +1,423 @@
+"""`python -m replicate.bench`: how fast the training loop, the batched seeds and the start-up are, measured here.
+
+Ratios are measured in one process, with interleaved repeats (A B B A ...) after a discarded warm-up,
+and reported as medians, so load drift on a small shared machine mostly cancels. Start-up and the
+default run are fresh subprocesses. Every number is printed next to its target; a benchmark reports,
+it never fails on a time.
+
+    python -m replicate.bench                       # mode=full, format=table, 1 thread
+    python -m replicate.bench mode=tiny format=json # seconds: checks that everything runs (CI)
+
+Metrics (targets for a 2-core CPU):
+  loop_speedup        our single-seed loop vs a textbook DataLoader + torch.optim.Adam loop   ≥ 1.7
+  seeds_speedup       8 seeds batched (vmap) vs 8 sequential runs of our loop                 ≥ 3
+  roofline_fraction   FLOP/s of the batched training vs a 1024³ fp32 GEMM, same threads      ≥ 0.30
+  startup_overhead_s  `python -m replicate` to its first optimizer step − `import torch`      ≤ 0.5 s
+  default_run_s       `python -m replicate` with its defaults (wandb offline)                 ≤ 60 s
+plus an equality check: per-seed parameters of the batched run vs the sequential runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USAGE = "usage: python -m replicate.bench [format=table|json] [mode=full|tiny] [threads=<n>]"
+SEEDS = list(range(8))
+# steps and repeats per mode; tiny only proves every measurement runs (CI), its times mean little
+MODES = {
+    "full": dict(loop_steps=500, loop_repeats=7, seed_steps=200, seed_repeats=5, gemm_repeats=5,
+                 growth_steps=(1, 3, 10), float64_steps=200, process_repeats=5, default_run_steps=None),
+    "tiny": dict(loop_steps=20, loop_repeats=1, seed_steps=10, seed_repeats=1, gemm_repeats=2,
+                 growth_steps=(1, 3), float64_steps=10, process_repeats=1, default_run_steps=5),
+}
+TARGETS = {  # (comparison, target, unit)
+    "loop_speedup": (">=", 1.7, "×"), "seeds_speedup": (">=", 3.0, "×"), "roofline_fraction": (">=", 0.30, ""),
+    "startup_overhead_s": ("<=", 0.5, "s"), "default_run_s": ("<=", 60.0, "s"),
+}
+FLOAT32_TOLERANCE, FLOAT64_TOLERANCE = 1e-6, 1e-10  # relative: max|Δ| / max|θ| per tensor
+# run by `python -c`: the replicate CLI, stopped right after its first optimizer step (a global
+# torch.optim post-step hook prints the wall clock and exits); nothing in replicate is changed
+FIRST_STEP_DRIVER = """
+import os, runpy, sys, time
+from torch.optim.optimizer import register_optimizer_step_post_hook
+def mark(*_):
+    print("BENCH_MARK", time.time(), flush=True)
+    os._exit(0)
+register_optimizer_step_post_hook(mark)
+sys.argv = ["replicate", *sys.argv[1:]]
+runpy.run_module("replicate", run_name="__main__", alter_sys=True)
+"""
+IMPORT_TORCH = "import time, torch; print('BENCH_MARK', time.time(), flush=True)"
+# the floor of any torch.optim training script: building and stepping an optimizer imports torch._dynamo (+ sympy)
+IMPORT_TORCH_AND_OPTIMIZER = ("import time, torch; p = torch.zeros(1, requires_grad=True); o = torch.optim.Adam([p]); "
+                              "p.sum().backward(); o.step(); print('BENCH_MARK', time.time(), flush=True)")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_arguments(argv: list[str]) -> dict:
+    options = {"format": "table", "mode": "full", "threads": None}
+    for argument in argv:
+        if argument in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        key, separator, value = argument.partition("=")
+        if not separator or key not in options:
+            fail(f"unknown argument {argument!r}; {USAGE.split(': ', 1)[1]}")
+        if key == "format" and value not in ("table", "json"):
+            fail(f"format must be table or json, got {value!r}")
+        if key == "mode" and value not in MODES:
+            fail(f"mode must be full or tiny, got {value!r}")
+        if key == "threads":
+            if not value.isdigit() or int(value) < 1:
+                fail(f"threads must be a positive integer, got {value!r}")
+            value = int(value)
+        options[key] = value
+    return options
+
+
+def describe_machine(torch, threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    parallel = [line.strip() for line in torch.__config__.parallel_info().splitlines()
+                if line.startswith(("ATen parallel backend", "MKL_", "OMP_", "mkl_"))]
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
+            "device": "cpu", "python": platform.python_version(), "platform": platform.platform(),
+            "parallel_info": parallel, "load_average_before": os.getloadavg()[0]}
+
+
+def interleaved(candidates: dict, repeats: int) -> dict:
+    """Seconds per call of each candidate: one discarded warm-up each, then A B, B A, ... ; all samples."""
+    for run in candidates.values():
+        run()
+    samples = {name: [] for name in candidates}
+    for repeat in range(repeats):
+        names = list(candidates) if repeat % 2 == 0 else list(candidates)[::-1]
+        for name in names:
+            started = time.perf_counter()
+            candidates[name]()
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+def textbook_loop(torch, x, y, x_test, y_test, steps: int, seed: int = 0) -> float:
+    """The loop of a PyTorch tutorial: DataLoader over a TensorDataset, default Adam, nn.CrossEntropyLoss."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from replicate.models import ResidualMLP
+
+    torch.manual_seed(seed)
+    model = ResidualMLP(x.shape[1], 10, 100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_function = nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(x, y), batch_size=100, shuffle=True)
+    step = 0
+    while step < steps:
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss_function(model(inputs), targets).backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                break
+    with torch.no_grad():  # a final test accuracy, as our loop reports one
+        return (model(x_test).argmax(1) == y_test).float().mean().item()
+
+
+def parameter_difference(batched: list, sequential: list) -> dict:
+    """Largest difference over seeds and tensors; relative = max|Δ| / max|θ| of the same tensor."""
+    largest_abs = largest_rel = 0.0
+    identical = True
+    for one, other in zip(batched, sequential):
+        for name, value in one.parameters.items():
+            reference = other.parameters[name]
+            delta = (value - reference).abs().max().item()
+            largest_abs = max(largest_abs, delta)
+            largest_rel = max(largest_rel, delta / max(reference.abs().max().item(), 1e-30))
+            identical = identical and bool((value == reference).all())
+    return {"max_abs_diff": largest_abs, "max_rel_diff": largest_rel, "bit_identical": identical}
+
+
+def first_difference(torch, cfg, data, plan) -> dict:
+    """Where batched and sequential first part: logits and gradients of step 0, then the optimizer alone."""
+    from replicate.optim import build_optimizer
+    from replicate.plan import optimizer_arguments
+    from replicate.train import SeedStack, per_example_loss, reduce_loss
+
+    def step_zero(seeds, vectorize):
+        stack = SeedStack(cfg.model, seeds, dtype=data.x_train.dtype, device="cpu", vectorize=vectorize)
+        x = data.x_train[:100].expand(len(seeds), -1, -1)
+        logits = stack(x)
+        reduce_loss(per_example_loss(logits, data.y_train[:100].expand(len(seeds), -1)), "mean").sum().backward()
+        return stack, logits.detach()
+
+    batched, batched_logits = step_zero(SEEDS, True)
+    logits_identical, differing = True, set()
+    singles = []
+    for index, seed in enumerate(SEEDS):
+        single, logits = step_zero([seed], False)
+        singles.append(single)
+        logits_identical &= torch.equal(logits[0], batched_logits[index])
+        differing |= {name for name, leaf in single.leaves.items()
+                      if not torch.equal(leaf.grad, batched.leaves[name].grad[index])}
+    # the optimizer alone: stacked vs per-seed tensors fed the same (batched) gradients for 3 steps
+    arguments = optimizer_arguments(plan.applied)
+    stacked = {name: leaf.detach().clone().requires_grad_() for name, leaf in batched.leaves.items()}
+    per_seed = [{name: leaf[index].detach().clone().requires_grad_() for name, leaf in stacked.items()} for index in range(len(SEEDS))]
+    optimizers = [build_optimizer([{"params": list(params.values()), "weight_decay": 0.0}], plan.optimizer, **arguments)
+                  for params in [stacked, *per_seed]]
+    for _ in range(3):
+        for name, leaf in stacked.items():
+            leaf.grad = batched.leaves[name].grad.clone()
+            for index, params in enumerate(per_seed):
+                params[name].grad = batched.leaves[name].grad[index].clone()
+        for optimizer in optimizers:
+            optimizer.step()
+    optimizer_differing = sorted({name for index, params in enumerate(per_seed) for name in stacked
+                                  if not torch.equal(params[name], stacked[name][index])})
+    return {"logits_identical": logits_identical, "gradients_differing": sorted(differing),
+            "optimizer": type(optimizers[0]).__name__ + (" (fused)" if optimizers[0].defaults.get("fused") else ""),
+            "optimizer_differing": optimizer_differing}  # after 3 steps on identical gradients
+
+
+def run_process(argv: list[str], *, env: dict | None = None, cwd: str | None = None, marker: bool = False) -> float | None:
+    """Wall seconds of a fresh `python` process; with marker, seconds until it prints its BENCH_MARK time."""
+    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    launched, started = time.time(), time.perf_counter()
+    result = subprocess.run([sys.executable, *argv], env=environment, cwd=cwd, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - started
+    if not marker:
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:4])} ... exited {result.returncode}: {result.stderr.strip()[-500:]}")
+        return elapsed
+    marks = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("BENCH_MARK ")]
+    return float(marks[0]) - launched if marks else None
+
+
+def measure_processes(settings: dict, workdir: str) -> dict:
+    """Start-up (to the first optimizer step) and the default run, as fresh subprocesses."""
+    one_step = ["paper=mnist1d_mlp", "train.steps=1", "seeds=1", "logger=none", "runtime.progress=false"]
+    candidates = {
+        "import_torch_s": lambda: run_process(["-c", IMPORT_TORCH], marker=True),
+        "first_step_s": lambda: run_process(["-c", FIRST_STEP_DRIVER, *one_step, f"hydra.run.dir={workdir}/first"],
+                                            cwd=workdir, marker=True),
+    }
+    if settings["default_run_steps"] is None:  # full mode: the references around the headline number
+        candidates["import_torch_and_optimizer_s"] = lambda: run_process(["-c", IMPORT_TORCH_AND_OPTIMIZER], marker=True)
+        candidates["one_step_run_s"] = lambda: run_process(["-m", "replicate", *one_step, f"hydra.run.dir={workdir}/one"],
+                                                           cwd=workdir)
+    samples = {name: [] for name in candidates}
+    for repeat in range(settings["process_repeats"]):  # no warm-up needed: the bench process warmed the file cache
+        for name in (list(candidates) if repeat % 2 == 0 else list(candidates)[::-1]):
+            samples[name].append(candidates[name]())
+    medians = {name: (statistics.median(values) if None not in values else None) for name, values in samples.items()}
+    first_step, import_torch = medians["first_step_s"], medians["import_torch_s"]
+    startup = {**medians, "repeats": settings["process_repeats"],
+               "method": "fresh processes, wall clock from launch to a printed time.time(): `import torch` prints "
+                         "after the import; the CLI (python -c driver running replicate's __main__) prints from a "
+                         "global torch.optim post-step hook at its first optimizer step and exits",
+               "value": None if first_step is None else first_step - import_torch}
+    if "one_step_run_s" in medians:
+        startup["one_step_run_overhead_s"] = medians["one_step_run_s"] - import_torch
+    steps = settings["default_run_steps"]
+    default_run = ["-m", "replicate", f"hydra.run.dir={workdir}/default"] + ([f"train.steps={steps}"] if steps else [])
+    return {"startup_overhead_s": startup,
+            "default_run_s": {"value": run_process(default_run, cwd=workdir),
+                              "command": "python -m replicate " + " ".join(default_run[2:]) + "  (WANDB_MODE=offline)",
+                              "note": "the real default (5 seeds × 6001 steps)" if steps is None
+                              else f"tiny mode: a {steps}-step run of the default, not comparable to the target"}}
+
+
+def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]:
+    """loop_speedup, seeds_speedup and roofline_fraction, then the equality check; one process, one thread count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from replicate.config import compose
+    from replicate.data import load_dataset
+    from replicate.plan import make_plan
+    from replicate.train import SeedStack, per_example_loss, reduce_loss, train_seeds
+
+    def setup(steps: int, dtype: str = "float32"):
+        cfg = compose(["paper=mnist1d_mlp", "logger=none", "runtime.progress=false", f"train.steps={steps}",
+                       f"train.eval_every={steps}", f"train.dtype={dtype}", f"runtime.threads={threads}"])
+        data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
+        return cfg, data, make_plan(cfg, n_train=len(data.y_train))
+
+    def train_batched(cfg, data, plan) -> list:
+        return train_seeds(cfg, data, plan, SEEDS, vectorize=True)
+
+    def train_sequential(cfg, data, plan) -> list:
+        return [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
+
+    def batched_and_sequential(cfg, data, plan) -> tuple[list, list]:
+        return train_batched(cfg, data, plan), train_sequential(cfg, data, plan)
+
+    def step_flops(cfg, data, seeds: list[int]) -> int:  # forward + backward of one training step, as executed
+        stack = SeedStack(cfg.model, seeds, dtype=torch.float32, device="cpu", vectorize=len(seeds) > 1)
+        indices = torch.arange(cfg.train.batch_size).expand(len(seeds), -1)
+        with FlopCounterMode(display=False) as counter:
+            reduce_loss(per_example_loss(stack(data.x_train[indices]), data.y_train[indices]), "mean").sum().backward()
+        return counter.get_total_flops()
+
+    gemm_a, gemm_b, gemm_out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
+
+    def gemm_seconds() -> list[float]:  # the ceiling: a large fp32 GEMM, same process and threads
+        torch.mm(gemm_a, gemm_b, out=gemm_out)
+        return [timed(lambda: torch.mm(gemm_a, gemm_b, out=gemm_out)) for _ in range(settings["gemm_repeats"])]
+
+    # our single-seed loop vs the textbook loop: same model, steps, batch size and threads
+    loop_steps = settings["loop_steps"]
+    cfg, data, plan = setup(loop_steps)
+    loop = interleaved({
+        "ours": lambda: train_seeds(cfg, data, plan, [0], vectorize=False),
+        "textbook": lambda: textbook_loop(torch, data.x_train, data.y_train, data.x_test, data.y_test, loop_steps),
+    }, settings["loop_repeats"])
+    ours_s, textbook_s = statistics.median(loop["ours"]), statistics.median(loop["textbook"])
+    examples = loop_steps * cfg.train.batch_size
+    metrics = {"loop_speedup": {"value": textbook_s / ours_s, "ours_samples_per_s": examples / ours_s,
+                                "textbook_samples_per_s": examples / textbook_s, "steps": loop_steps,
+                                "batch_size": cfg.train.batch_size, "repeats": settings["loop_repeats"]}}
+
+    # 8 seeds batched vs 8 sequential runs, the GEMM ceiling measured before and after
+    steps = settings["seed_steps"]
+    cfg, data, plan = setup(steps)
+    gemm, last = gemm_seconds(), {}
+    seeds = interleaved({
+        "batched": lambda: last.update(batched=train_batched(cfg, data, plan)),
+        "sequential": lambda: last.update(sequential=train_sequential(cfg, data, plan)),
+    }, settings["seed_repeats"])
+    gemm += gemm_seconds()
+    batched_s, sequential_s = statistics.median(seeds["batched"]), statistics.median(seeds["sequential"])
+    metrics["seeds_speedup"] = {"value": sequential_s / batched_s, "batched_s": batched_s, "sequential_s": sequential_s,
+                                "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"]}
+    gemm_flops_per_s = 2 * 1024 ** 3 / statistics.median(gemm)
+    batched_flops = step_flops(cfg, data, SEEDS)
+    achieved = batched_flops * steps / batched_s
+    metrics["roofline_fraction"] = {
+        "value": achieved / gemm_flops_per_s, "achieved_flops_per_s": achieved, "gemm_flops_per_s": gemm_flops_per_s,
+        "flops_per_step": batched_flops, "gemm": "1024³ fp32 torch.mm, median of repeats before and after",
+        "single_seed_fraction": step_flops(cfg, data, [0]) * loop_steps / ours_s / gemm_flops_per_s,
+        "note": "FLOPs: FlopCounterMode on one forward+backward (optimizer not counted); time: the whole "
+                "seeds_speedup batched run (setup and evaluation included)"}
+
+    # equality: float32 after 1 step (then its growth), float64 over a longer run
+    growth = [{"steps": n, **parameter_difference(*batched_and_sequential(*setup(n)))} for n in settings["growth_steps"]]
+    growth.append({"steps": steps, **parameter_difference(last["batched"], last["sequential"]),
+                   "max_test_accuracy_diff": max(abs(b.metrics["test_accuracy"] - s.metrics["test_accuracy"])
+                                                 for b, s in zip(last["batched"], last["sequential"]))})
+    float64 = {"steps": settings["float64_steps"],
+               **parameter_difference(*batched_and_sequential(*setup(settings["float64_steps"], "float64")))}
+    equality = {
+        "definition": "per-seed final parameters, batched (vmap, 8 seeds) vs 8 sequential runs; "
+                      "relative = max|Δ| / max|θ| of the same tensor, maximised over tensors and seeds",
+        "float32": {**growth[0], "tolerance": FLOAT32_TOLERANCE, "passed": growth[0]["max_rel_diff"] <= FLOAT32_TOLERANCE},
+        "float64": {**float64, "tolerance": FLOAT64_TOLERANCE, "passed": float64["max_rel_diff"] <= FLOAT64_TOLERANCE},
+        "float32_growth": growth[1:],
+        "first_difference_float32": first_difference(torch, *setup(1)),
+        "first_difference_float64": first_difference(torch, *setup(1, "float64")),
+    }
+    equality["passed"] = equality["float32"]["passed"] and equality["float64"]["passed"]
+    return metrics, equality
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def judge_targets(metrics: dict) -> None:
+    for name, (comparison, target, unit) in TARGETS.items():
+        value = metrics[name]["value"]
+        metrics[name].update(target=target, comparison=comparison, unit=unit,
+                             met=None if value is None else (value >= target if comparison == ">=" else value <= target))
+
+
+def format_table(result: dict) -> str:
+    machine, metrics, equality = result["machine"], result["metrics"], result["equality"]
+
+    def shown(value, unit):
+        return "n/a" if value is None else f"{value:.2f}{' ' + unit if unit == 's' else unit}"
+
+    loop, seeds, roof = metrics["loop_speedup"], metrics["seeds_speedup"], metrics["roofline_fraction"]
+    startup, default = metrics["startup_overhead_s"], metrics["default_run_s"]
+    details = {
+        "loop_speedup": f"ours {loop['ours_samples_per_s']:,.0f} samples/s vs textbook {loop['textbook_samples_per_s']:,.0f} "
+                        f"({loop['steps']} steps, batch 100, median of {loop['repeats']})",
+        "seeds_speedup": f"{seeds['seeds']} seeds × {seeds['steps']} steps: batched {seeds['batched_s']:.2f} s, "
+                         f"sequential {seeds['sequential_s']:.2f} s (median of {seeds['repeats']})",
+        "roofline_fraction": f"{roof['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s ({roof['flops_per_step'] / 1e6:.1f} MFLOP/step) "
+                             f"vs GEMM 1024³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; single seed "
+                             f"{roof['single_seed_fraction']:.2f}",
+        "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')} − import torch "
+                              f"{shown(startup['import_torch_s'], 's')}"
+                              + (f"; import torch + first Adam {shown(startup['import_torch_and_optimizer_s'], 's')}; "
+                                 f"whole 1-step run {shown(startup['one_step_run_s'], 's')}"
+                                 if "one_step_run_s" in startup else "") + f" (median of {startup['repeats']})",
+        "default_run_s": default["note"],
+    }
+    lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+             f"{machine['threads']} thread(s), {machine['device']}, python {machine['python']}; load average "
+             f"{machine['load_average_before']:.2f} before, {machine['load_average_after']:.2f} after", "",
+             "| metric | value | target | met | detail |", "|---|---|---|---|---|"]
+    for name, metric in metrics.items():
+        met = {True: "yes", False: "no", None: "n/a"}[metric["met"]]
+        lines.append(f"| {name} | {shown(metric['value'], metric['unit'])} | {metric['comparison'].replace('>=', '≥').replace('<=', '≤')} "
+                     f"{metric['target']:g}{metric['unit'] if metric['unit'] != 's' else ' s'} | {met} | {details[name]} |")
+    lines += ["", f"Equality ({equality['definition']}):"]
+    for dtype in ("float32", "float64"):
+        check = equality[dtype]
+        lines.append(f"- {dtype}, {check['steps']} step(s): max|Δ| {check['max_abs_diff']:.2e}, relative "
+                     f"{check['max_rel_diff']:.2e}, bit-identical {'yes' if check['bit_identical'] else 'no'}: "
+                     f"{'passed' if check['passed'] else 'FAILED'} (≤ {check['tolerance']:g})")
+    lines.append("- float32 as training goes on: " + "; ".join(
+        f"{point['steps']} steps relative {point['max_rel_diff']:.1e}" for point in equality["float32_growth"])
+        + f" (max |Δ test accuracy| after {equality['float32_growth'][-1]['steps']} steps: "
+          f"{equality['float32_growth'][-1]['max_test_accuracy_diff']:.3f})")
+    for dtype in ("float32", "float64"):
+        first = equality[f"first_difference_{dtype}"]
+        lines.append(f"- {dtype} step 0: logits {'identical' if first['logits_identical'] else 'differ'}; gradients differ in "
+                     f"{', '.join(first['gradients_differing']) or 'none'}; {first['optimizer']} alone, stacked vs per-seed "
+                     f"tensors on identical gradients, 3 steps: differ in {', '.join(first['optimizer_differing']) or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_arguments(sys.argv[1:] if argv is None else argv)
+    settings = MODES[options["mode"]]
+    import torch
+
+    from replicate.config import compose
+
+    threads = options["threads"] or compose(["paper=mnist1d_mlp"]).runtime.threads or 1  # the CLI's default: 1
+    torch.set_num_threads(threads)
+    machine = describe_machine(torch, torch.get_num_threads())
+    started = time.perf_counter()
+    metrics, equality = measure_in_process(torch, settings, threads)  # also caches MNIST-1D for the subprocesses
+    with tempfile.TemporaryDirectory(prefix="replicate-bench-") as workdir:
+        metrics.update(measure_processes(settings, workdir))
+    judge_targets(metrics)
+    machine["load_average_after"] = os.getloadavg()[0]
+    machine["busy"] = max(machine["load_average_before"], machine["load_average_after"]) > machine["cores"]
+    result = {"mode": options["mode"], "machine": machine, "metrics": metrics, "equality": equality,
+              "bench_wall_s": time.perf_counter() - started}
+    print(json.dumps(result, indent=2) if options["format"] == "json" else format_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`python -m replicate.bench`: tiny mode runs every measurement and the batched/sequential equality holds.
+
+Times are never asserted: this machine is shared and small; the benchmark reports, it does not gate.
+"""
+import json
+import math
+
+import pytest
+
+from conftest import run_command
+
+METRICS = ("loop_speedup", "seeds_speedup", "roofline_fraction", "startup_overhead_s", "default_run_s")
+
+
+def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_ones(tmp_path):
+    completed = run_command(["replicate.bench", "mode=tiny", "format=json"], cwd=tmp_path, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
+
+    machine = result["machine"]
+    for key in ("cpu", "cores", "torch", "threads", "device", "load_average_before", "load_average_after"):
+        assert machine[key] not in (None, ""), key
+    assert machine["threads"] == 1  # the CLI's default: one intra-op thread per process
+
+    for name in METRICS:
+        metric = result["metrics"][name]
+        assert isinstance(metric["value"], float) and math.isfinite(metric["value"]), name
+        assert {"target", "comparison", "met"} <= metric.keys(), name
+    loop = result["metrics"]["loop_speedup"]
+    assert loop["value"] == pytest.approx(loop["ours_samples_per_s"] / loop["textbook_samples_per_s"])
+    assert result["metrics"]["roofline_fraction"]["flops_per_step"] > 0
+    assert result["metrics"]["startup_overhead_s"]["first_step_s"] is not None  # the first-step hook fired
+
+    # float32: one step, before Adam magnifies 1-ulp GEMM differences; float64: the whole tiny run
+    equality = result["equality"]
+    assert equality["float32"]["max_rel_diff"] <= 1e-6, equality["float32"]
+    assert equality["float64"]["steps"] > 1 and equality["float64"]["max_rel_diff"] <= 1e-10, equality["float64"]
+    assert equality["passed"] is True
+
+
+def test_bad_argument_is_one_line_on_stderr_and_exit_2(tmp_path):
+    for argument in ("mode=huge", "speed=1", "threads=0"):
+        completed = run_command(["replicate.bench", argument], cwd=tmp_path, timeout=60)
+        assert completed.returncode == 2, argument
+        assert completed.stderr.startswith("error: ") and completed.stderr.count("\n") == 1, completed.stderr
+        assert completed.stdout == ""
