@@ -94,6 +94,37 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def start_distributed(device, run_dir: Path):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPU, gloo on CPU), take this
+    rank's GPU, and use rank 0's run directory everywhere. Returns (world, rank, device, run_dir)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 1, 0, device, run_dir
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    shared = [str(run_dir)]
+    dist.broadcast_object_list(shared, src=0)  # a lazily resolved ${now:} may differ between processes
+    return dist.get_world_size(), dist.get_rank(), device, Path(shared[0])
+
+
+def run_stamp() -> str:
+    """The run directory's time stamp, the same in every process that torchrun starts together."""
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if "LOCAL_RANK" in os.environ:  # torchrun: its agent is every local rank's parent
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        suffix = run_id[:8] if run_id not in ("", "none") else f"agent{os.getppid()}"
+        stamp = f"{datetime.now():%Y-%m-%d}_torchrun-{suffix}"
+    return stamp
+
+
 def seed_list(cfg) -> list[int]:
     return [cfg.seed] if cfg.seed is not None else list(range(cfg.seeds))
 
@@ -125,14 +156,16 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, steps: int, progress) -> list:
+def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, steps: int, progress,
+                    writer: bool = True) -> list:
     """Train the seeds in groups (all together when batched, one by one otherwise), skipping finished
-    seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once."""
+    seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once.
+    Under torchrun every rank reads run_dir, only the writer (rank 0) writes."""
     from replicate.checkpoint import fingerprint, group_name, load_seed_result, save_seed_result
     from replicate.train import SeedResult, train_seeds
 
     stamp = fingerprint(cfg)
-    if not cfg.resume:
+    if not cfg.resume and writer:
         for seed in seeds:
             (run_dir / "seeds" / f"seed-{seed}.json").unlink(missing_ok=True)
     results = []
@@ -143,11 +176,14 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             results += [SeedResult(**{k: v for k, v in result.items() if k != "fingerprint"}) for result in finished]
             progress.update(steps * len(group))
             continue
-        if not cfg.resume:
+        if not cfg.resume and writer:
             checkpoint_path.unlink(missing_ok=True)
-        checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp}
+        checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
                       if cfg.checkpoint.every else None)
         trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
+        if not writer:
+            results += trained
+            continue
         for result in trained:
             save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
                                        "curve": result.curve, "diverged_at": result.diverged_at,
@@ -176,6 +212,13 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
     threads = cfg.runtime.threads or 1  # small models are overhead-bound: one thread per process avoids spin-waits
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
+    world, rank, device, run_dir = start_distributed(device, run_dir)
+    if cfg.train.batch_size < world * cfg.train.accum_steps:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than {world} rank(s) × "
+                          f"{cfg.train.accum_steps} micro-batch(es); the batch size is the global batch")
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+        torch.use_deterministic_algorithms(True)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
     data = load_dataset(cfg.data, dtype=dtype, device=device)
     plan = make_plan(cfg, n_train=len(data.y_train))
@@ -190,9 +233,12 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
-                    disable=not cfg.runtime.progress, leave=False, mininterval=0.5)
-    results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress)
+                    disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
+    results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress,
+                              writer=rank == 0)
     progress.close()
+    if rank != 0:
+        return {}  # only rank 0 writes the report and logs
 
     claims = []
     for claim in cfg.paper.claims:
@@ -220,6 +266,9 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
         "plan": plan.summary(),
         "steps": steps,
         "training_path": "batched (torch.func.vmap over seeds)" if vectorize else "sequential",
+        "execution": {"world_size": world, "backend": ("nccl" if device.type == "cuda" else "gloo") if world > 1 else None,
+                      "accum_steps": cfg.train.accum_steps, "precision": cfg.train.precision,
+                      "deterministic": cfg.train.deterministic, "threads": threads, "device": str(device)},
         "data": data.description,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,
@@ -241,6 +290,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     register_schema()
+    register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
     def run(cfg) -> None:
@@ -250,3 +300,13 @@ def main() -> None:
             fail(str(error))
 
     run()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)

@@ -145,6 +145,9 @@ class TrainConfig:
     loss_value: str = "cross_entropy"
     eval_every: int = 0  # steps between learning-curve points (0: about 25 points per run)
     batched: str = "auto"  # "auto" | "true" | "false": train the seeds together as one batched computation
+    accum_steps: int = 1  # micro-batches per optimizer step, each normalised by the global batch's count
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast for recipes that trained in reduced precision
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True) (+ the cuBLAS workspace setting on GPU)
 
 
 @dataclass
@@ -199,7 +202,10 @@ def compose(overrides: list[str] | None = None):
 
     from replicate.cli import conf_dir
 
+    from replicate.cli import register_resolvers
+
     register_schema()
+    register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides or []))
 
@@ -234,6 +240,8 @@ def check_config(cfg: Any) -> None:
     _require_choice(cfg.train.loss_value, LOSSES, "train.loss_value")
     _require_choice(str(cfg.train.batched).lower(), ("auto", "true", "false"), "train.batched")
     _require_choice(cfg.device, DEVICES, "device")
+    _require_choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
+    _require_positive(cfg.train.accum_steps, "train.accum_steps")
     _require_choice(cfg.logger, LOGGERS, "logger")
     from replicate.optim import OPTIMIZERS
 

@@ -9,6 +9,7 @@ Models vmap cannot batch fall back to a sequential loop over seeds through the s
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from omegaconf import OmegaConf
 from torch.func import functional_call, vmap
 
@@ -38,9 +40,25 @@ class SeedResult:
     parameters: dict = field(default_factory=dict, repr=False)  # final parameters by name (detached)
 
 
+class StackedModel(nn.Module):
+    """Several seeds of one architecture as one module: each parameter stacked on a leading seed axis and
+    the forward pass vmapped over it. A real nn.Module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.names = [name for name, _ in models[0].named_parameters()]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in models])) for name in self.names)
+        self._base = [copy.deepcopy(models[0]).to("meta")]  # a list, not a submodule: its meta tensors are no parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parameters = dict(zip(self.names, self.stacked))
+        return vmap(lambda params, inputs: functional_call(self._base[0], params, (inputs,)))(parameters, x)
+
+
 class SeedStack:
-    """One architecture, several seeds. Batched: every parameter is one (n_seeds, ...) leaf and the
-    model runs under vmap. Sequential: one seed's own module, its parameters viewed with a seed axis of 1."""
+    """One architecture, several seeds. Batched: a StackedModel run under vmap. Sequential: one seed's
+    own module, its parameters viewed with a seed axis of 1. Either may be wrapped in DDP."""
 
     def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True):
         if not vectorize and len(seeds) != 1:
@@ -53,19 +71,19 @@ class SeedStack:
                 initialize_like_sklearn(model.double(), numpy_streams[index])
             models.append(model.to(dtype=dtype, device=device))
         self.vectorize, self.n_seeds = vectorize, len(seeds)
-        if vectorize:
-            self.leaves = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
-                           for name, _ in models[0].named_parameters()}
-            self.base = copy.deepcopy(models[0]).to("meta")
-        else:
-            self.module = models[0]
-            self.leaves = dict(self.module.named_parameters())
+        self.module = StackedModel(models) if vectorize else models[0]
+        self.leaves = dict(zip(self.module.names, self.module.stacked)) if vectorize else dict(self.module.named_parameters())
+        self.net = self.module
+
+    def distribute(self, device: torch.device) -> None:
+        """Wrap in DistributedDataParallel: gradients are averaged over ranks after each backward."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.net = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda" else None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (n_seeds, batch, ...) → logits (n_seeds, batch, classes)."""
-        if self.vectorize:
-            return vmap(lambda params, inputs: functional_call(self.base, params, (inputs,)))(self.leaves, x)
-        return self.module(x[0]).unsqueeze(0)
+        return self.net(x) if self.vectorize else self.net(x[0]).unsqueeze(0)
 
     def param(self, name: str) -> torch.Tensor:
         """A parameter with its leading seed axis (a view in the sequential path)."""
@@ -121,17 +139,38 @@ def per_example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
 
 
-def reduce_loss(losses: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Per-seed loss under the executed convention's reduction; losses (n_seeds, batch[, seq_len])."""
+def reduce_loss(losses: torch.Tensor, reduction: str, examples: int) -> torch.Tensor:
+    """Per-seed loss of (a part of) a batch under the executed convention's reduction, normalised by
+    the count of the WHOLE global batch (`examples` examples): shards and micro-batches then add up
+    to the full-batch loss exactly, whatever their sizes. losses: (n_seeds, part[, seq_len])."""
     if reduction == "mean":  # over examples, or over every token
-        return losses.flatten(1).mean(1)
+        tokens = losses.shape[2] if losses.dim() == 3 else 1
+        return losses.flatten(1).sum(1) / (examples * tokens)
     if reduction == "sum":  # over examples, or over every token
         return losses.flatten(1).sum(1)
     if reduction == "per_sequence_sum":  # Σ over time steps, mean over the batch (Zaremba et al. 2014)
         if losses.dim() != 3:
             raise ValueError("loss_reduction per_sequence_sum needs sequence data (data.seq_len)")
-        return losses.sum(2).mean(1)
+        return losses.sum(2).sum(1) / examples
     raise ValueError(f"unknown loss_reduction {reduction!r}")
+
+
+def reported_values(logits, targets, losses, loss_value: str) -> torch.Tensor:
+    """Per-example (or per-token) loss values as the source reports them, in float64."""
+    if loss_value == "clipped_log_loss":
+        eps = torch.finfo(logits.dtype).eps
+        probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
+        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().to(torch.float64)
+    return losses.to(torch.float64)
+
+
+def world_and_rank() -> tuple[int, int]:
+    """(number of processes, this one's rank) under torch.distributed; (1, 0) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
@@ -220,21 +259,37 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         curves, diverged_at = saved["curves"], saved["diverged_at"]
         if progress is not None:
             progress.update(start)
+    world, rank = world_and_rank()
+    if world > 1:
+        stack.distribute(device)
+    accum = cfg.train.accum_steps
+    precision = cfg.train.precision
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                              enabled=precision != "fp32")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
     for step in range(start, steps):
-        indices = order.indices(step)  # (n_seeds, batch)
-        x, y = data.x_train[indices], data.y_train[indices]
-        batch = y.shape[1]
-        logits = stack(x)
-        losses = per_example_loss(logits, y)
-        data_loss = reduce_loss(losses, reduction)  # the executed convention's reduction, per seed
-        objective = data_loss
-        if loss_form is not None and applied["loss_l2"] > 0:
-            objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
+        indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
+        batch = indices.shape[1]
+        shard = indices.tensor_split(world, dim=1)[rank]  # this rank's share of the global batch
+        value_sum = torch.zeros(n_seeds, dtype=torch.float64, device=device)  # Σ of reported per-example losses
+        for micro, part in enumerate(shard.tensor_split(accum, dim=1)):
+            last = micro == accum - 1
+            with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast:
+                x, y = data.x_train[part], data.y_train[part]
+                logits = stack(x)
+                losses = per_example_loss(logits, y)
+                # normalised by the global batch; × world because DDP averages gradients over ranks
+                objective = reduce_loss(losses, reduction, batch) * world
+                if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
+                    objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
+            # sum over seeds of per-seed losses: each seed keeps its own gradient scale
+            scaler.scale(objective.sum()).backward()
+            with torch.no_grad():
+                value_sum += reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
         with torch.no_grad():  # bookkeeping: this batch's objective in the paper's own per-example units
-            if loss_value == "cross_entropy":
-                batch_objective = losses.detach().flatten(1).mean(1).to(torch.float64)
-            else:
-                batch_objective = reported_loss(logits.detach(), y, loss_value).to(torch.float64)
+            if world > 1:
+                torch.distributed.all_reduce(value_sum)
+            batch_objective = value_sum / (batch * (y.shape[2] if y.dim() == 3 else 1))
             if native_form in ("l2_half", "l2", "per_batch_l2") and plan.native.get("weight_decay", 0) > 0:
                 batch_objective += l2_penalty(stack, decayed, native_form, plan.native["weight_decay"], batch)
             if step % order.steps_per_epoch == 0:
@@ -244,14 +299,14 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             curve_loss += batch_objective; curve_count += 1
             for m in torch.nonzero(~torch.isfinite(batch_objective)).flatten().tolist():
                 diverged_at[m] = step if diverged_at[m] is None else diverged_at[m]
-        # sum over seeds of per-seed losses: each seed keeps its own gradient scale
-        objective.sum().backward()
+        scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 loss scaling)
         if applied["grad_clip"] is not None or applied["grad_clip_value"] is not None:
             clip_gradients(stack.grads(), applied["grad_clip"], applied["grad_clip_value"])
         multiplier = lr_multiplier(schedule, step, steps, order)
         for group, base_lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base_lr * multiplier
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if all(d is not None for d in diverged_at):
             break
@@ -263,7 +318,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             for m in range(n_seeds):
                 curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
             curve_loss.zero_(); curve_count = 0
-        if checkpoint is not None and (step + 1) % checkpoint["every"] == 0 and step + 1 < steps:
+        if checkpoint is not None and checkpoint.get("save", True) and (step + 1) % checkpoint["every"] == 0 and step + 1 < steps:
             save_checkpoint(checkpoint["path"], {
                 "fingerprint": checkpoint["fingerprint"], "step": step + 1,
                 "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},

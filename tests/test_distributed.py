@@ -1,0 +1,116 @@
+"""Scaling out keeps the update: DDP over 2 gloo processes and gradient accumulation equal one process
+on the same global batch, under every loss reduction; `torchrun -m replicate` writes one report."""
+import json
+import os
+import shutil
+import socket
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import ROOT, run_command
+from replicate import conventions
+from replicate.data import load_dataset
+from replicate.plan import build_plan
+from replicate.train import train_seeds
+from replicate.verify import verification_config
+
+CASES = [("mean", None), ("sum", None), ("per_sequence_sum", 4), ("mean", 4)]
+
+
+def train_parameters(reduction, seq_len, dtype, *, accum_steps=1, seeds=(0,), vectorize=False):
+    """Final parameters of a short SGD+momentum run on the verification model (global batch 16)."""
+    cfg = verification_config("sgd", {"lr": 0.05}, batch_size=16, steps=20, seq_len=seq_len)
+    cfg.train.dtype, cfg.train.accum_steps = dtype, accum_steps
+    convention = conventions.get_convention(reduction)
+    for field in ("loss_reduction", "weight_decay_form", "momentum_form", "eps_placement", "lr_unit"):
+        cfg.conventions[field] = getattr(convention, field)
+    data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
+    hparams = {"lr": 0.05 if reduction == "mean" else 0.002, "momentum": 0.9, "weight_decay": 1e-3, "grad_clip": 1.0}
+    plan = build_plan(convention, None, hparams, optimizer="sgd", batch_size=16, seq_len=seq_len)
+    results = train_seeds(cfg, data, plan, list(seeds), vectorize=vectorize)
+    return [result.parameters for result in results]
+
+
+DDP_CASES = [(reduction, seq_len, dtype, False) for reduction, seq_len in CASES for dtype in ("float64", "float32")]
+DDP_CASES.append(("sum", None, "float64", True))  # seeds batched under vmap inside DDP
+
+
+def _worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        results = {case: train_parameters(case[0], case[1], case[2], seeds=(0, 1) if case[3] else (0,), vectorize=case[3])
+                   for case in DDP_CASES}
+        if rank == 0:
+            torch.save({repr(case): value for case, value in results.items()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def largest_difference(a, b):
+    return max(float((x[name] - y[name]).abs().max()) for x, y in zip(a, b) for name in x)
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    """Every DDP case trained once by two gloo processes on loopback (one spawn for all cases)."""
+    out = tmp_path_factory.mktemp("ddp") / "rank0.pt"
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("case", DDP_CASES, ids=repr)
+def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(two_process_results, case):
+    reduction, seq_len, dtype, vectorize = case
+    single = train_parameters(reduction, seq_len, dtype, seeds=(0, 1) if vectorize else (0,), vectorize=vectorize)
+    tolerance = 1e-12 if dtype == "float64" else 1e-6
+    assert largest_difference(two_process_results[repr(case)], single) <= tolerance
+
+
+@pytest.mark.parametrize("reduction, seq_len", CASES)
+@pytest.mark.parametrize("accum_steps", [2, 3])  # 16 = 8 + 8, and 16 = 6 + 5 + 5 (unequal micro-batches)
+def test_gradient_accumulation_equals_the_full_batch(reduction, seq_len, accum_steps):
+    full = train_parameters(reduction, seq_len, "float64")
+    accumulated = train_parameters(reduction, seq_len, "float64", accum_steps=accum_steps)
+    assert largest_difference(full, accumulated) <= 1e-12
+
+
+def test_averaging_micro_batch_means_would_not_be_the_same():
+    # the Hugging Face accumulation bug of 2024: mean of per-micro-batch means over 6, 5, 5 examples
+    values = torch.arange(16, dtype=torch.float64)
+    parts = values.tensor_split(3)
+    assert torch.stack([part.mean() for part in parts]).mean() != values.mean()
+    assert sum(part.sum() / 16 for part in parts) == pytest.approx(values.mean().item(), abs=1e-15)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+                    reason="torchrun not installed")
+def test_torchrun_writes_one_report_equal_to_a_single_process_run(tmp_path):
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    common = ["paper=mnist1d_logistic", "seeds=2", "train.steps=60", "train.dtype=float64", "logger=none",
+              "runtime.progress=false"]
+    import subprocess
+
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "replicate", *common,
+                             f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("report:") == 1  # only rank 0 reports
+    single = run_command(["replicate", *common, f"hydra.run.dir={tmp_path / 'single'}"])
+    assert single.returncode == 0, single.stderr
+    ddp = json.loads((tmp_path / "ddp" / "report.json").read_text())
+    one = json.loads((tmp_path / "single" / "report.json").read_text())
+    assert ddp["execution"]["world_size"] == 2 and ddp["execution"]["backend"] == "gloo"
+    for a, b in zip(ddp["seeds"], one["seeds"]):
+        for metric, value in b["metrics"].items():
+            assert a["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12)
