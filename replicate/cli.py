@@ -193,8 +193,13 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
     return results
 
 
-def replicate_paper(cfg, run_dir: Path) -> dict:
-    """Run one replication end to end and write its report. Returns the report dict."""
+NEUTRAL_OVERRIDES = ("paper", "seeds", "seed", "logger", "device", "resume", "dry_run", "hydra.", "runtime.", "wandb.",
+                     "checkpoint.")
+
+
+def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Run one replication end to end and write its report. Returns the report dict.
+    overrides: the command line's overrides; those that change the paper's setup are reported as deviations."""
     import torch
     from omegaconf import OmegaConf
     from tqdm import tqdm
@@ -249,7 +254,8 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
         else:
             judged = measured
         verdict = judge(judged, claimed=claim.value, tolerance=claim.tolerance, statistic=claim.statistic,
-                        direction=claim.direction, n_claimed=claim.n, std_claimed=claim.std, decimals=claim.decimals)
+                        direction=claim.direction, n_claimed=claim.n, std_claimed=claim.std, decimals=claim.decimals,
+                        olympic=claim.olympic)
         claims.append({**OmegaConf.to_container(claim, resolve=True), "claimed": claim.value,
                        "measured": measured, "verdict": verdict.to_dict()})
     software, hardware = environment(device, threads)
@@ -257,8 +263,9 @@ def replicate_paper(cfg, run_dir: Path) -> dict:
     if not plan.exact:
         deviations.append("the conversion to the executed convention is not exact: "
                           + "; ".join(f"{r.field}: {r.reason}" for r in plan.conversion.rules if not r.exact))
-    if cfg.train.steps is not None and cfg.train.epochs is not None:
-        deviations.append(f"train.steps={cfg.train.steps} overrides the paper's {cfg.train.epochs} epochs")
+    changed = [item for item in overrides or [] if not item.lstrip("+~").startswith(NEUTRAL_OVERRIDES)]
+    if changed:
+        deviations.append("the paper's setup was overridden on the command line: " + " ".join(changed))
     report = {
         "paper": {key: value for key, value in OmegaConf.to_container(cfg.paper, resolve=True).items() if key != "claims"},
         "claims": claims,
@@ -295,7 +302,8 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
     def run(cfg) -> None:
         try:
-            replicate_paper(cfg, Path(HydraConfig.get().runtime.output_dir))
+            hydra_config = HydraConfig.get()
+            replicate_paper(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
         except ConfigError as error:
             fail(str(error))
 

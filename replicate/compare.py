@@ -180,7 +180,8 @@ def combine_runs(runs: list[tuple[Path, dict]], warn=warn) -> list[dict]:
                 judged = [pooled[claim["seed"]][claim["name"]]]  # the published run is this seed's run, as in cli
             verdict = judge(judged, claimed=claim["claimed"], tolerance=claim["tolerance"],
                             statistic=claim["statistic"], direction=claim.get("direction", "higher"),
-                            n_claimed=claim.get("n"), std_claimed=claim.get("std")).to_dict()
+                            n_claimed=claim.get("n"), std_claimed=claim.get("std"), decimals=claim.get("decimals"),
+                            olympic=claim.get("olympic", False)).to_dict()
             rows.append(_row(first, claim, verdict, values=values, seeds=seeds,
                              run_dirs=[str(path.parent) for path, _ in members],
                              wall_time_s=sum(float(report["wall_time_s"]) for _, report in members)))

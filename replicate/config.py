@@ -50,6 +50,7 @@ class ClaimConfig:
     quote: str = ""  # the source's own words, when short
     seed: Optional[int] = None  # the seed the published run used, when the source fixes it
     decimals: Optional[int] = None  # exact claims: printed decimals, when the number ends in zeros ("0.950" → 3)
+    olympic: bool = False  # judge the olympic mean (best and worst seed dropped), as MLPerf does
 
 
 @dataclass

@@ -78,8 +78,9 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
              f"{paper['authors']}, {paper['venue']} ({paper['year']}). Source: {paper['url']}", "",
              "## Scope", ""]
     for claim in report["claims"]:
+        quote = f' — "{claim["quote"]}"' if claim.get("quote") else ""
         lines.append(f"- **{claim['name']}**: {claim['claimed']:g}{_unit(claim)} ({claim['split']} split, "
-                     f"{claim['statistic'].replace('_', ' ')}), stated in {claim['location']}.")
+                     f"{claim['statistic'].replace('_', ' ')}), stated in {claim['location']}{quote}.")
     plan = report["plan"]
     lines += ["", "## Methodology", "",
               f"- Model: `{report['config']['model']['name']}`; data: {report['data'].get('source', report['config']['data']['name'])} "
@@ -101,10 +102,12 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
         for rule in plan["rules"]:
             exact = "exact" if rule["exact"] else f"NOT exact: {rule['reason']}"
             lines.append(f"- `{rule['field']}`: {rule['formula']} ({exact})")
-    lines += ["", "## Results", "", "| claim | claimed | measured mean ± std (n) | verdict | rule |", "|---|---|---|---|---|"]
+    lines += ["", "## Results", "",
+              "| claim | claimed | measured mean ± std (n) | interval | test | verdict | rule |", "|---|---|---|---|---|---|---|"]
     for claim in report["claims"]:
-        lines.append(f"| {claim['name']} | {claim['claimed']:g}{_unit(claim)} | {format_measured(claim)} | "
-                     f"**{claim['verdict']['verdict']}** | {claim['verdict']['rule']} |")
+        interval, test = _interval_and_test(claim["verdict"]["details"])
+        lines.append(f"| {claim['name']} | {claim['claimed']:g}{_unit(claim)} | {format_measured(claim)} | {interval} | "
+                     f"{test} | **{claim['verdict']['verdict']}** | {claim['verdict']['rule']} |")
     lines += [""]
     for claim in report["claims"]:
         lines.append(f"- {claim['name']}: {claim['verdict']['explanation']}. Margin {claim['tolerance']:g}: "
@@ -117,6 +120,31 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     lines += ["", "## Plots", "", f"![learning curves]({plot_name})", "", "## Deviations", ""]
     lines += [f"- {deviation}" for deviation in report["deviations"]] or ["- none recorded"]
     return "\n".join(lines) + "\n"
+
+
+def _interval_and_test(details: dict) -> tuple[str, str]:
+    """The interval a rule compared against, and its test statistic / p-value, for the results table."""
+    for key in ("widened_interval", "prediction_interval", "confidence_interval_difference", "confidence_interval", "interval"):
+        if key in details:
+            low, high = details[key]
+            label = "difference " if key == "confidence_interval_difference" else ""
+            interval = f"{label}[{low:.4g}, {high:.4g}]"
+            break
+    else:
+        interval = "—"
+    if "p_equivalence" in details:
+        test = f"TOST p = {details['p_equivalence']:.3g}; difference p = {details['p_difference']:.3g}"
+    elif "prediction_interval" in details:
+        test = f"{100 * details['level']:g}% prediction interval"
+    elif "rounded" in details:
+        test = f"rounded to {details['decimals']} decimals"
+    elif "n_claimed" in details:
+        test = f"bootstrap, {100 * details['level']:g}% range"
+    elif "bound" in details:
+        test = f"one-sided {100 * details['level']:g}% bound"
+    else:
+        test = "—"
+    return interval, test
 
 
 def _unit(claim: dict) -> str:
@@ -141,7 +169,7 @@ def plot_learning_curves(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     claims = report["claims"]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for seed in report["seeds"]:
         steps = [point["step"] for point in seed["curve"]]
         axes[0].plot(steps, [point["train_loss"] for point in seed["curve"]], alpha=0.7, label=f"seed {seed['seed']}")
@@ -157,6 +185,13 @@ def plot_learning_curves(report: dict, path: Path) -> None:
             axes[1].axhspan(value - margin, value + margin, color="gray", alpha=0.2, label=f"margin ±{margin:g}")
             axes[1].legend(fontsize=7)
     axes[1].set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy")
+    for index, claim in enumerate(claims):  # per-seed final values against each claim (shifted to the claim)
+        measured = [value for value in claim["measured"] if value is not None and math.isfinite(value)]
+        axes[2].scatter([index] * len(measured), [value - claim["claimed"] for value in measured], zorder=3)
+        axes[2].errorbar(index, 0, yerr=claim["tolerance"], color="black", capsize=8, linewidth=2)
+    axes[2].axhline(0, color="black", linestyle="--", linewidth=0.8)
+    axes[2].set_xticks(range(len(claims)), [claim["name"] for claim in claims], fontsize=8)
+    axes[2].set(ylabel="measured − claimed (claim's unit)", title="per-seed final values vs claim (bar: margin)")
     figure.suptitle(f"{report['paper']['id']}: {len(report['seeds'])} seeds")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -237,7 +237,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
     native_form = plan.native_convention.weight_decay_form
-    eval_every = cfg.train.eval_every or max(1, steps // 25)
+    # the paper's evaluation cadence, unless a shortened run would get fewer than 10 points from it
+    eval_every = cfg.train.eval_every if cfg.train.eval_every and steps >= 10 * cfg.train.eval_every else max(1, steps // 25)
     loss_value = cfg.train.loss_value
     schedule = OmegaConf.to_object(cfg.schedule) if OmegaConf.is_config(cfg.schedule) else cfg.schedule  # plain object: no config lookups per step
 

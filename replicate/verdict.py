@@ -49,10 +49,15 @@ def printed_decimals(value: float) -> int:
 
 def judge(values, *, claimed: float, tolerance: float, statistic: str, direction: str = "higher",
           n_claimed: int | None = None, std_claimed: float | None = None, alpha: float = 0.05,
-          decimals: int | None = None) -> Verdict:
-    """Decide one claim from per-seed values (in the claim's unit). Non-finite values are diverged seeds."""
+          decimals: int | None = None, olympic: bool = False) -> Verdict:
+    """Decide one claim from per-seed values (in the claim's unit). Non-finite values are diverged seeds.
+    olympic: drop the best and the worst finite value first (MLPerf's olympic mean; needs ≥ 5 values)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
+    if olympic:
+        if len(finite) < 5:
+            raise ValueError(f"an olympic mean drops the best and worst value and needs at least 5, got {len(finite)}")
+        finite = np.sort(finite)[1:-1]
     diverged = int(len(values) - len(finite))
     n = len(finite)
     mean = float(finite.mean()) if n else math.nan

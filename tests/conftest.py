@@ -23,7 +23,7 @@ def run_in_process(overrides, run_dir):
     from replicate.config import compose
 
     cfg = compose(["runtime.progress=false", *overrides])
-    return replicate_paper(cfg, Path(run_dir))
+    return replicate_paper(cfg, Path(run_dir), list(overrides))
 
 
 def run_command(args, cwd=None, env=None, timeout=600):

@@ -150,3 +150,11 @@ def test_exact_claims_can_state_trailing_zero_decimals():
     assert judge([0.9504], claimed=0.950, tolerance=0.0, statistic="exact").verdict == REPRODUCED  # read as 0.95
     assert judge([0.9504], claimed=0.950, tolerance=0.0, statistic="exact", decimals=3).verdict == REPRODUCED
     assert judge([0.9506], claimed=0.950, tolerance=0.0, statistic="exact", decimals=3).verdict == NOT_REPRODUCED
+
+
+def test_olympic_mean_drops_the_best_and_the_worst_seed():
+    values = [90.0, 93.9, 94.0, 94.1, 99.0]
+    result = judge(values, claimed=94.0, tolerance=0.2, statistic="mean_of_n", n_claimed=5, olympic=True)
+    assert result.n == 3 and result.mean == pytest.approx(94.0)
+    with pytest.raises(ValueError, match="at least 5"):
+        judge(values[:4], claimed=94.0, tolerance=0.2, statistic="mean_of_n", n_claimed=5, olympic=True)
