@@ -133,7 +133,10 @@ def start_run(wandb, mode: str, **init):
 def quiet(wandb) -> None:
     """wandb's own console lines off (login notices included) unless the user chose with WANDB_SILENT."""
     if "WANDB_SILENT" not in os.environ:
-        wandb.setup(settings=wandb.Settings(silent=True))
+        try:
+            wandb.setup(settings=wandb.Settings(silent=True))
+        except Exception:  # wandb.init will fail too, and say why
+            pass
 
 
 def log_seed(wandb, run, report: dict, index: int, plot: Path | None) -> None:
