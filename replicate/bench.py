@@ -15,6 +15,8 @@ Metrics (targets for a 2-core CPU):
   startup_overhead_s  `python -m replicate` to its first optimizer step − `import torch`      ≤ 0.5 s
   default_run_s       `python -m replicate` with its defaults (wandb offline)                 ≤ 60 s
 plus an equality check: per-seed parameters of the batched run vs the sequential runs.
+threads=<n> sets torch.set_num_threads for the in-process measurements (default: the config's
+runtime.threads, i.e. 1); the subprocesses run the CLI with its own defaults.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def parse_arguments(argv: list[str]) -> dict:
             sys.exit(0)
         key, separator, value = argument.partition("=")
         if not separator or key not in options:
-            fail(f"unknown argument {argument!r}; {USAGE.split(': ', 1)[1]}")
+            fail(f"unknown argument {argument!r}; allowed: format=table|json, mode=full|tiny, threads=<n>")
         if key == "format" and value not in ("table", "json"):
             fail(f"format must be table or json, got {value!r}")
         if key == "mode" and value not in MODES:
@@ -93,11 +95,13 @@ def describe_machine(torch, threads: int) -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    parallel = [line.strip() for line in torch.__config__.parallel_info().splitlines()
-                if line.startswith(("ATen parallel backend", "MKL_", "OMP_", "mkl_"))]
+    info = torch.__config__.parallel_info().splitlines()
+    blas = next((line.strip() for line in info if "Math Kernel Library" in line or "OpenBLAS" in line), "unknown")
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
             "device": "cpu", "python": platform.python_version(), "platform": platform.platform(),
-            "parallel_info": parallel, "load_average_before": os.getloadavg()[0]}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
+            "parallel_backend": next((line.split(":", 1)[1].strip() for line in info if line.startswith("ATen parallel")), ""),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg()[0]}
 
 
 def interleaved(candidates: dict, repeats: int) -> dict:
@@ -114,18 +118,24 @@ def interleaved(candidates: dict, repeats: int) -> dict:
     return samples
 
 
-def textbook_loop(torch, x, y, x_test, y_test, steps: int, seed: int = 0) -> float:
-    """The loop of a PyTorch tutorial: DataLoader over a TensorDataset, default Adam, nn.CrossEntropyLoss."""
+def textbook_loop(torch, data, steps: int, eval_every: int, seed: int = 0) -> None:
+    """The loop of a PyTorch tutorial: DataLoader over a TensorDataset, default Adam, nn.CrossEntropyLoss;
+    evaluated on our loop's schedule (test set every eval_every steps, then train and test at the end)."""
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     from replicate.models import ResidualMLP
 
     torch.manual_seed(seed)
-    model = ResidualMLP(x.shape[1], 10, 100)
+    model = ResidualMLP(data.x_train.shape[1], data.num_classes, 100)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_function = nn.CrossEntropyLoss()
-    loader = DataLoader(TensorDataset(x, y), batch_size=100, shuffle=True)
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=100, shuffle=True)
+
+    def accuracy(x, y) -> float:
+        with torch.no_grad():
+            return (model(x).argmax(1) == y).float().mean().item()
+
     step = 0
     while step < steps:
         for inputs, targets in loader:
@@ -133,10 +143,21 @@ def textbook_loop(torch, x, y, x_test, y_test, steps: int, seed: int = 0) -> flo
             loss_function(model(inputs), targets).backward()
             optimizer.step()
             step += 1
+            if step % eval_every == 0 or step == steps:
+                accuracy(data.x_test, data.y_test)
             if step == steps:
                 break
-    with torch.no_grad():  # a final test accuracy, as our loop reports one
-        return (model(x_test).argmax(1) == y_test).float().mean().item()
+    accuracy(data.x_train, data.y_train), accuracy(data.x_test, data.y_test)
+
+
+def evaluation_interval(steps: int) -> int:
+    """Steps between test evaluations: 10 per run, the fewest train_seeds allows a shortened run."""
+    return max(1, steps // 10)
+
+
+def mean_cross_entropy_per_seed(torch, logits, targets):
+    """Σ over seeds of each seed's mean cross-entropy: logits (n_seeds, batch, classes)."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / targets.shape[1]
 
 
 def parameter_difference(batched: list, sequential: list) -> dict:
@@ -157,28 +178,27 @@ def first_difference(torch, cfg, data, plan) -> dict:
     """Where batched and sequential first part: logits and gradients of step 0, then the optimizer alone."""
     from replicate.optim import build_optimizer
     from replicate.plan import optimizer_arguments
-    from replicate.train import SeedStack, per_example_loss, reduce_loss
+    from replicate.train import SeedStack
 
     def step_zero(seeds, vectorize):
         stack = SeedStack(cfg.model, seeds, dtype=data.x_train.dtype, device="cpu", vectorize=vectorize)
         x = data.x_train[:100].expand(len(seeds), -1, -1)
         logits = stack(x)
-        reduce_loss(per_example_loss(logits, data.y_train[:100].expand(len(seeds), -1)), "mean").sum().backward()
+        mean_cross_entropy_per_seed(torch, logits, data.y_train[:100].expand(len(seeds), -1)).backward()
         return stack, logits.detach()
 
     batched, batched_logits = step_zero(SEEDS, True)
     logits_identical, differing = True, set()
-    singles = []
     for index, seed in enumerate(SEEDS):
         single, logits = step_zero([seed], False)
-        singles.append(single)
         logits_identical &= torch.equal(logits[0], batched_logits[index])
         differing |= {name for name, leaf in single.leaves.items()
                       if not torch.equal(leaf.grad, batched.leaves[name].grad[index])}
     # the optimizer alone: stacked vs per-seed tensors fed the same (batched) gradients for 3 steps
     arguments = optimizer_arguments(plan.applied)
     stacked = {name: leaf.detach().clone().requires_grad_() for name, leaf in batched.leaves.items()}
-    per_seed = [{name: leaf[index].detach().clone().requires_grad_() for name, leaf in stacked.items()} for index in range(len(SEEDS))]
+    per_seed = [{name: leaf[index].detach().clone().requires_grad_() for name, leaf in stacked.items()}
+                for index in range(len(SEEDS))]
     optimizers = [build_optimizer([{"params": list(params.values()), "weight_decay": 0.0}], plan.optimizer, **arguments)
                   for params in [stacked, *per_seed]]
     for _ in range(3):
@@ -195,18 +215,19 @@ def first_difference(torch, cfg, data, plan) -> dict:
             "optimizer_differing": optimizer_differing}  # after 3 steps on identical gradients
 
 
-def run_process(argv: list[str], *, env: dict | None = None, cwd: str | None = None, marker: bool = False) -> float | None:
+def run_process(argv: list[str], *, cwd: str | None = None, marker: bool = False) -> float | None:
     """Wall seconds of a fresh `python` process; with marker, seconds until it prints its BENCH_MARK time."""
-    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     launched, started = time.time(), time.perf_counter()
     result = subprocess.run([sys.executable, *argv], env=environment, cwd=cwd, capture_output=True, text=True, timeout=900)
     elapsed = time.perf_counter() - started
-    if not marker:
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:4])} ... exited {result.returncode}: {result.stderr.strip()[-500:]}")
-        return elapsed
     marks = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("BENCH_MARK ")]
-    return float(marks[0]) - launched if marks else None
+    if result.returncode != 0 and not marks:
+        command = " ".join(["python", *argv])[:200]
+        raise RuntimeError(f"{command} exited {result.returncode}: {result.stderr.strip()[-500:]}")
+    if not marker:
+        return elapsed
+    return float(marks[0]) - launched if marks else None  # None: it ended without reaching the mark
 
 
 def measure_processes(settings: dict, workdir: str) -> dict:
@@ -227,17 +248,19 @@ def measure_processes(settings: dict, workdir: str) -> dict:
             samples[name].append(candidates[name]())
     medians = {name: (statistics.median(values) if None not in values else None) for name, values in samples.items()}
     first_step, import_torch = medians["first_step_s"], medians["import_torch_s"]
-    startup = {**medians, "repeats": settings["process_repeats"],
+    startup = {**medians, "repeats": settings["process_repeats"], "samples_s": samples,
                "method": "fresh processes, wall clock from launch to a printed time.time(): `import torch` prints "
                          "after the import; the CLI (python -c driver running replicate's __main__) prints from a "
                          "global torch.optim post-step hook at its first optimizer step and exits",
                "value": None if first_step is None else first_step - import_torch}
-    if "one_step_run_s" in medians:
+    if "one_step_run_s" in medians:  # full mode: the whole 1-step run, and what replicate adds to any torch.optim script
         startup["one_step_run_overhead_s"] = medians["one_step_run_s"] - import_torch
+        floor = medians["import_torch_and_optimizer_s"]
+        startup["beyond_torch_and_first_optimizer_step_s"] = None if first_step is None or floor is None else first_step - floor
     steps = settings["default_run_steps"]
     default_run = ["-m", "replicate", f"hydra.run.dir={workdir}/default"] + ([f"train.steps={steps}"] if steps else [])
     return {"startup_overhead_s": startup,
-            "default_run_s": {"value": run_process(default_run, cwd=workdir),
+            "default_run_s": {"value": run_process(default_run, cwd=workdir), "comparable": steps is None,
                               "command": "python -m replicate " + " ".join(default_run[2:]) + "  (WANDB_MODE=offline)",
                               "note": "the real default (5 seeds × 6001 steps)" if steps is None
                               else f"tiny mode: a {steps}-step run of the default, not comparable to the target"}}
@@ -250,61 +273,58 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
     from replicate.config import compose
     from replicate.data import load_dataset
     from replicate.plan import make_plan
-    from replicate.train import SeedStack, per_example_loss, reduce_loss, train_seeds
+    from replicate.train import SeedStack, train_seeds
 
     def setup(steps: int, dtype: str = "float32"):
         cfg = compose(["paper=mnist1d_mlp", "logger=none", "runtime.progress=false", f"train.steps={steps}",
-                       f"train.eval_every={steps}", f"train.dtype={dtype}", f"runtime.threads={threads}"])
+                       f"train.eval_every={evaluation_interval(steps)}", f"train.dtype={dtype}", f"runtime.threads={threads}"])
         data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
         return cfg, data, make_plan(cfg, n_train=len(data.y_train))
 
-    def train_batched(cfg, data, plan) -> list:
-        return train_seeds(cfg, data, plan, SEEDS, vectorize=True)
-
-    def train_sequential(cfg, data, plan) -> list:
+    def train_sequential(cfg, data, plan) -> list:  # 8 runs of our loop, one seed each
         return [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
 
     def batched_and_sequential(cfg, data, plan) -> tuple[list, list]:
-        return train_batched(cfg, data, plan), train_sequential(cfg, data, plan)
+        return train_seeds(cfg, data, plan, SEEDS, vectorize=True), train_sequential(cfg, data, plan)
 
     def step_flops(cfg, data, seeds: list[int]) -> int:  # forward + backward of one training step, as executed
         stack = SeedStack(cfg.model, seeds, dtype=torch.float32, device="cpu", vectorize=len(seeds) > 1)
         indices = torch.arange(cfg.train.batch_size).expand(len(seeds), -1)
         with FlopCounterMode(display=False) as counter:
-            reduce_loss(per_example_loss(stack(data.x_train[indices]), data.y_train[indices]), "mean").sum().backward()
+            mean_cross_entropy_per_seed(torch, stack(data.x_train[indices]), data.y_train[indices]).backward()
         return counter.get_total_flops()
 
     gemm_a, gemm_b, gemm_out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
 
     def gemm_seconds() -> list[float]:  # the ceiling: a large fp32 GEMM, same process and threads
-        torch.mm(gemm_a, gemm_b, out=gemm_out)
-        return [timed(lambda: torch.mm(gemm_a, gemm_b, out=gemm_out)) for _ in range(settings["gemm_repeats"])]
+        multiply = {"gemm": lambda: torch.mm(gemm_a, gemm_b, out=gemm_out)}
+        return interleaved(multiply, settings["gemm_repeats"])["gemm"]
 
     # our single-seed loop vs the textbook loop: same model, steps, batch size and threads
     loop_steps = settings["loop_steps"]
     cfg, data, plan = setup(loop_steps)
     loop = interleaved({
         "ours": lambda: train_seeds(cfg, data, plan, [0], vectorize=False),
-        "textbook": lambda: textbook_loop(torch, data.x_train, data.y_train, data.x_test, data.y_test, loop_steps),
+        "textbook": lambda: textbook_loop(torch, data, loop_steps, eval_every=evaluation_interval(loop_steps)),
     }, settings["loop_repeats"])
     ours_s, textbook_s = statistics.median(loop["ours"]), statistics.median(loop["textbook"])
     examples = loop_steps * cfg.train.batch_size
     metrics = {"loop_speedup": {"value": textbook_s / ours_s, "ours_samples_per_s": examples / ours_s,
                                 "textbook_samples_per_s": examples / textbook_s, "steps": loop_steps,
-                                "batch_size": cfg.train.batch_size, "repeats": settings["loop_repeats"]}}
+                                "batch_size": cfg.train.batch_size, "repeats": settings["loop_repeats"], "samples_s": loop}}
 
     # 8 seeds batched vs 8 sequential runs, the GEMM ceiling measured before and after
     steps = settings["seed_steps"]
     cfg, data, plan = setup(steps)
     gemm, last = gemm_seconds(), {}
     seeds = interleaved({
-        "batched": lambda: last.update(batched=train_batched(cfg, data, plan)),
+        "batched": lambda: last.update(batched=train_seeds(cfg, data, plan, SEEDS, vectorize=True)),
         "sequential": lambda: last.update(sequential=train_sequential(cfg, data, plan)),
     }, settings["seed_repeats"])
     gemm += gemm_seconds()
     batched_s, sequential_s = statistics.median(seeds["batched"]), statistics.median(seeds["sequential"])
     metrics["seeds_speedup"] = {"value": sequential_s / batched_s, "batched_s": batched_s, "sequential_s": sequential_s,
-                                "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"]}
+                                "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"], "samples_s": seeds}
     gemm_flops_per_s = 2 * 1024 ** 3 / statistics.median(gemm)
     batched_flops = step_flops(cfg, data, SEEDS)
     achieved = batched_flops * steps / batched_s
@@ -335,17 +355,12 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
     return metrics, equality
 
 
-def timed(function) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
-
-
 def judge_targets(metrics: dict) -> None:
     for name, (comparison, target, unit) in TARGETS.items():
         value = metrics[name]["value"]
+        comparable = value is not None and metrics[name].get("comparable", True)
         metrics[name].update(target=target, comparison=comparison, unit=unit,
-                             met=None if value is None else (value >= target if comparison == ">=" else value <= target))
+                             met=(value >= target if comparison == ">=" else value <= target) if comparable else None)
 
 
 def format_table(result: dict) -> str:
@@ -366,14 +381,18 @@ def format_table(result: dict) -> str:
                              f"{roof['single_seed_fraction']:.2f}",
         "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')} − import torch "
                               f"{shown(startup['import_torch_s'], 's')}"
-                              + (f"; import torch + first Adam {shown(startup['import_torch_and_optimizer_s'], 's')}; "
+                              + (f"; import torch + first Adam step {shown(startup['import_torch_and_optimizer_s'], 's')} "
+                                 f"(replicate adds {shown(startup['beyond_torch_and_first_optimizer_step_s'], 's')}); "
                                  f"whole 1-step run {shown(startup['one_step_run_s'], 's')}"
                                  if "one_step_run_s" in startup else "") + f" (median of {startup['repeats']})",
         "default_run_s": default["note"],
     }
     lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-             f"{machine['threads']} thread(s), {machine['device']}, python {machine['python']}; load average "
-             f"{machine['load_average_before']:.2f} before, {machine['load_average_after']:.2f} after", "",
+             f"{machine['threads']} thread(s), {machine['device']} ({machine['cpu_capability']}), python {machine['python']}; load average "
+             f"{machine['load_average_before']:.2f} before, {machine['load_average_after']:.2f} after"
+             + (" (busy: load above the core count, times inflated)" if machine["busy"] else "")
+             + ("; tiny mode: few steps and repeats, the numbers only show that each measurement runs"
+                if result["mode"] == "tiny" else ""), "",
              "| metric | value | target | met | detail |", "|---|---|---|---|---|"]
     for name, metric in metrics.items():
         met = {True: "yes", False: "no", None: "n/a"}[metric["met"]]
