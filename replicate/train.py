@@ -263,18 +263,20 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     world, rank = world_and_rank()
     if world > 1:
         stack.distribute(device)
-    accum = cfg.train.accum_steps
-    precision = cfg.train.precision
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                              enabled=precision != "fp32")
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients need loss scaling
+    accum, precision = cfg.train.accum_steps, cfg.train.precision
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                if precision != "fp32" else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # fp16 gradients need loss scaling
+    constant_lr = schedule.name == "constant"
+    tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
+    first_nonfinite = torch.tensor([-1 if d is None else d for d in diverged_at], device=device)  # no sync per step
     for step in range(start, steps):
         indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
         batch = indices.shape[1]
-        shard = indices.tensor_split(world, dim=1)[rank]  # this rank's share of the global batch
-        value_sum = torch.zeros(n_seeds, dtype=torch.float64, device=device)  # Σ of reported per-example losses
-        for micro, part in enumerate(shard.tensor_split(accum, dim=1)):
-            last = micro == accum - 1
+        # this rank's share of the global batch, in micro-batches
+        parts = [indices] if world * accum == 1 else indices.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
+        for micro, part in enumerate(parts):
+            last = micro == len(parts) - 1
             with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast:
                 x, y = data.x_train[part], data.y_train[part]
                 logits = stack(x)
@@ -284,13 +286,14 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
                     objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
             # sum over seeds of per-seed losses: each seed keeps its own gradient scale
-            scaler.scale(objective.sum()).backward()
+            (scaler.scale(objective.sum()) if scaler else objective.sum()).backward()
             with torch.no_grad():
-                value_sum += reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
+                part_sum = reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
+                value_sum = part_sum if micro == 0 else value_sum + part_sum
         with torch.no_grad():  # bookkeeping: this batch's objective in the paper's own per-example units
             if world > 1:
                 torch.distributed.all_reduce(value_sum)
-            batch_objective = value_sum / (batch * (y.shape[2] if y.dim() == 3 else 1))
+            batch_objective = value_sum / (batch * tokens)
             if native_form in ("l2_half", "l2", "per_batch_l2") and plan.native.get("weight_decay", 0) > 0:
                 batch_objective += l2_penalty(stack, decayed, native_form, plan.native["weight_decay"], batch)
             if step % order.steps_per_epoch == 0:
@@ -298,20 +301,29 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             epoch_loss += batch_objective * batch
             epoch_count += batch
             curve_loss += batch_objective; curve_count += 1
-            for m in torch.nonzero(~torch.isfinite(batch_objective)).flatten().tolist():
-                diverged_at[m] = step if diverged_at[m] is None else diverged_at[m]
-        scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 loss scaling)
+            first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(batch_objective), step, first_nonfinite)
+        if scaler:
+            scaler.unscale_(optimizer)  # clip the true gradients
         if applied["grad_clip"] is not None or applied["grad_clip_value"] is not None:
             clip_gradients(stack.grads(), applied["grad_clip"], applied["grad_clip_value"])
-        multiplier = lr_multiplier(schedule, step, steps, order)
-        for group, base_lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base_lr * multiplier
-        scaler.step(optimizer)
-        scaler.update()
+        if not constant_lr:
+            multiplier = lr_multiplier(schedule, step, steps, order)
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base_lr * multiplier
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if all(d is not None for d in diverged_at):
-            break
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
+        saving = (checkpoint is not None and checkpoint.get("save", True) and (step + 1) % checkpoint["every"] == 0
+                  and step + 1 < steps)
+        if evaluating or saving:
+            diverged_at = [None if value < 0 else value for value in first_nonfinite.tolist()]
+            if all(d is not None for d in diverged_at):
+                break
+        if evaluating:
             point = {"step": step + 1, "train_loss": (curve_loss / curve_count).tolist()}
             if data.x_test is not None:
                 test = evaluate(stack, data.x_test, data.y_test, loss_value)
@@ -319,7 +331,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             for m in range(n_seeds):
                 curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
             curve_loss.zero_(); curve_count = 0
-        if checkpoint is not None and checkpoint.get("save", True) and (step + 1) % checkpoint["every"] == 0 and step + 1 < steps:
+        if saving:
             save_checkpoint(checkpoint["path"], {
                 "fingerprint": checkpoint["fingerprint"], "step": step + 1,
                 "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
@@ -329,6 +341,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if progress is not None:
             progress.update(1)
 
+    diverged_at = [None if value < 0 else value for value in first_nonfinite.tolist()]
     final = {}
     train_eval = evaluate(stack, data.x_train, data.y_train, cfg.train.loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]

@@ -96,7 +96,7 @@ def _exact(values, *, claimed, tolerance, decimals=None, **_):
 
 def _single_run(values, *, claimed, tolerance, alpha, **_):
     """Is the claim a plausible single draw from our seed distribution (prediction interval ± margin)?"""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student t inverse cdf (scipy.stats costs ~1 s to import)
 
     n, mean = len(values), float(values.mean())
     if n < 3:  # one or two seeds give no usable spread (t_0.975 with 1 df is 12.7)
@@ -106,7 +106,7 @@ def _single_run(values, *, claimed, tolerance, alpha, **_):
                 f"{'≤' if inside else '>'} margin {tolerance:g}; too few seeds for a prediction interval, run ≥ 3",
                 {"difference": mean - claimed})
     std = float(values.std(ddof=1))
-    half_width = float(stats.t.ppf(1 - alpha / 2, n - 1)) * std * math.sqrt(1 + 1 / n)
+    half_width = float(stdtrit(n - 1, 1 - alpha / 2)) * std * math.sqrt(1 + 1 / n)
     low, high = mean - half_width - tolerance, mean + half_width + tolerance
     inside = low - _slack(low) <= claimed <= high + _slack(high)
     details = {"prediction_interval": [mean - half_width, mean + half_width], "widened_interval": [low, high],
@@ -119,7 +119,7 @@ def _single_run(values, *, claimed, tolerance, alpha, **_):
 
 def _mean_of_n(values, *, claimed, tolerance, alpha, n_claimed, std_claimed, **_):
     """Two one-sided tests: is our mean within ±margin of the claimed mean? (Welch when the paper gives std.)"""
-    from scipy import stats
+    from scipy.special import stdtr, stdtrit  # Student t cdf and inverse cdf (scipy.stats costs ~1 s to import)
 
     n, mean = len(values), float(values.mean())
     if n < 2:
@@ -141,10 +141,10 @@ def _mean_of_n(values, *, claimed, tolerance, alpha, n_claimed, std_claimed, **_
         return verdict, "tost", f"no spread: difference {difference:.4g} vs margin {tolerance:g}", {"difference": difference}
     t_lower = (difference + tolerance) / standard_error  # H0: difference ≤ −margin
     t_upper = (difference - tolerance) / standard_error  # H0: difference ≥ +margin
-    p_equivalent = max(float(stats.t.sf(t_lower, degrees)), float(stats.t.cdf(t_upper, degrees)))
+    p_equivalent = max(float(stdtr(degrees, -t_lower)), float(stdtr(degrees, t_upper)))
     t_beyond = (abs(difference) - tolerance) / standard_error  # H0: |difference| ≤ margin
-    p_different = float(stats.t.sf(t_beyond, degrees))
-    critical = float(stats.t.ppf(1 - alpha, degrees))
+    p_different = float(stdtr(degrees, -t_beyond))
+    critical = float(stdtrit(degrees, 1 - alpha))
     interval = [difference - critical * standard_error, difference + critical * standard_error]
     details = {"difference": difference, "standard_error": standard_error, "df": degrees,
                "p_equivalence": p_equivalent, "p_difference": p_different,
@@ -166,13 +166,13 @@ def _seeds_needed(distance: float, tolerance: float, std: float, alpha: float, p
                   limit: int = 10_000) -> int | None:
     """Smallest n at which the observed gap, with the observed spread (plus the paper's own standard
     error, when it gave one), would decide either test; None when no n would."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student t inverse cdf (scipy.stats costs ~1 s to import)
 
     gap = abs(tolerance - distance)
     if gap == 0 or std == 0:
         return None
     for n in range(2, limit):
-        if gap / math.sqrt(std ** 2 / n + paper_variance) > stats.t.ppf(1 - alpha, n - 1):
+        if gap / math.sqrt(std ** 2 / n + paper_variance) > stdtrit(n - 1, 1 - alpha):
             return n
     return None
 
@@ -200,13 +200,13 @@ def _order_statistic(values, *, claimed, tolerance, statistic, direction, n_clai
 
 def _threshold(values, *, claimed, tolerance, direction, alpha, **_):
     """'At least' (higher is better) or 'at most' a value: one-sided confidence bound on our mean."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student t inverse cdf (scipy.stats costs ~1 s to import)
 
     n, mean = len(values), float(values.mean())
     if n < 2:
         return INCONCLUSIVE, "one_sided_bound", "one seed gives no confidence bound; run more seeds", {}
     std = float(values.std(ddof=1))
-    margin = float(stats.t.ppf(1 - alpha, n - 1)) * std / math.sqrt(n)
+    margin = float(stdtrit(n - 1, 1 - alpha)) * std / math.sqrt(n)
     bound = claimed - tolerance if direction == "higher" else claimed + tolerance
     bound += -_slack(bound) if direction == "higher" else _slack(bound)
     low, high = mean - margin, mean + margin
