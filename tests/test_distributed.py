@@ -114,3 +114,14 @@ def test_torchrun_writes_one_report_equal_to_a_single_process_run(tmp_path):
     for a, b in zip(ddp["seeds"], one["seeds"]):
         for metric, value in b["metrics"].items():
             assert a["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_reduced_precision_and_determinism_switches_run_and_are_recorded(tmp_path):
+    from conftest import run_in_process
+
+    report = run_in_process(["paper=mnist1d_mlp", "seeds=2", "train.steps=30", "logger=none", "train.precision=bf16",
+                             "train.deterministic=true"], tmp_path)
+    assert report["execution"]["precision"] == "bf16" and report["execution"]["deterministic"] is True
+    assert all(seed["diverged_at"] is None for seed in report["seeds"])
+    assert "train.precision=bf16" in " ".join(report["deviations"])  # a change of the paper's recipe is a deviation
+    torch.use_deterministic_algorithms(False)
