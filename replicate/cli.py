@@ -189,6 +189,8 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
                                        "curve": result.curve, "diverged_at": result.diverged_at,
                                        "wall_time_s": result.wall_time_s, "path": result.path})
         checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
+        if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
+            checkpoint_path.parent.rmdir()
         results += trained
     return results
 
