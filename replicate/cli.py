@@ -207,11 +207,10 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from tqdm import tqdm
 
     from replicate import report as reporting
-    from replicate.data import load_dataset
+    from replicate.data import BatchOrder, load_dataset
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
     from replicate.train import can_vectorize, total_steps
-    from replicate.data import BatchOrder
     from replicate.verdict import judge
 
     started = time.perf_counter()

@@ -174,12 +174,9 @@ def world_and_rank() -> tuple[int, int]:
 
 
 def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
-    """Mean loss per seed as the source reports it; scikit-learn clips probabilities to [eps, 1 − eps]."""
-    if loss_value == "clipped_log_loss":
-        eps = torch.finfo(logits.dtype).eps
-        probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
-        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().flatten(1).mean(1)
-    return per_example_loss(logits, targets).flatten(1).mean(1)
+    """Mean reported loss per seed over a whole split."""
+    losses = per_example_loss(logits, targets) if loss_value == "cross_entropy" else None
+    return reported_values(logits, targets, losses, loss_value).flatten(1).mean(1)
 
 
 def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: int) -> torch.Tensor:
