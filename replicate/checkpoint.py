@@ -37,7 +37,10 @@ def group_name(seeds) -> str:
     return "seeds-" + "-".join(str(seed) for seed in seeds)
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
+    """Write a file through `write(binary_file)` into a temporary file beside it, then rename: a reader
+    sees the old file or the whole new one, never half of one; a failed write leaves no temporary."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -52,7 +55,7 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _replace_atomically(Path(path), lambda file: torch.save(state, file))
+    replace_atomically(Path(path), lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
@@ -71,7 +74,7 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
 def save_seed_result(run_dir: Path, result: dict) -> None:
     path = Path(run_dir) / "seeds" / f"seed-{result['seed']}.json"
     text = json.dumps(result, indent=1, allow_nan=True).encode()
-    _replace_atomically(path, lambda file: file.write(text))
+    replace_atomically(path, lambda file: file.write(text))
 
 
 def load_seed_result(run_dir: Path, seed: int, expected_fingerprint: str) -> dict | None:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from replicate.checkpoint import replace_atomically
 from replicate.config import ConfigError
 
 
@@ -109,13 +109,8 @@ def _load_mnist1d(data_cfg):
 
 
 def _save_atomically(path: Path, arrays: dict) -> None:
-    """Write to a temporary file in the same directory, then rename: a reader never sees half a file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
+        replace_atomically(path, lambda file: np.savez(file, **arrays))
     except OSError:
         pass  # caching is an optimisation; an unwritable cache directory only costs time
 

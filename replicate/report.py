@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from replicate.checkpoint import replace_atomically
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so no reader ever sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temporary, path)
+    """Write text so that no reader ever sees half a report."""
+    replace_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def write_report(run_dir: Path, report: dict) -> dict:
