@@ -81,7 +81,7 @@ def request_from_paper(args: dict) -> dict:
     from replicate.cli import available_papers
     from replicate.config import compose, conventions_fields
     from replicate.data import load_dataset
-    from replicate.plan import native_hparams
+    from replicate.plan import has_constant_batch, native_hparams
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")
@@ -91,7 +91,7 @@ def request_from_paper(args: dict) -> dict:
     source = conventions.Convention(name=args["paper"], **conventions_fields(cfg))
     return {"source": source, "optimizer": cfg.optimizer.name, "batch_size": batch_size,
             "hparams": native_hparams(cfg.optimizer), "constant_lr": cfg.schedule.name == "constant",
-            "constant_batch": n_train % batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")}
+            "constant_batch": has_constant_batch(cfg, n_train)}
 
 
 def convert_request(args: dict) -> dict:

@@ -68,10 +68,15 @@ def native_hparams(optimizer_cfg) -> dict:
     return {key: value for key, value in values.items() if key in allowed and value is not None}
 
 
+def has_constant_batch(cfg, n_train: int) -> bool:
+    """Every step sees batch_size examples: the epoch divides evenly, or a short last batch is dropped."""
+    return n_train % cfg.train.batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")
+
+
 def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None) -> Plan:
     """The plan for a composed run config: the paper's conventions, executed as train.convention says."""
     if constant_batch is None:
-        constant_batch = n_train % cfg.train.batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")
+        constant_batch = has_constant_batch(cfg, n_train)
     try:
         native_convention = conventions.Convention(name="native", **conventions_fields(cfg))
         executed_convention = None if cfg.train.convention is None else conventions.get_convention(cfg.train.convention)
