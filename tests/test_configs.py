@@ -45,8 +45,8 @@ def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path):
 
 
 def test_a_misspelt_key_is_an_error_not_a_silent_default():
-    from omegaconf.errors import ConfigKeyError
+    from hydra.errors import ConfigCompositionException
 
-    with pytest.raises(Exception) as error:
+    with pytest.raises(ConfigCompositionException) as error:
         compose(["paper=mnist1d_mlp", "train.stepz=5"])
     assert "stepz" in str(error.value)

@@ -86,14 +86,6 @@ def test_gradient_accumulation_equals_the_full_batch(reduction, seq_len, accum_s
     assert largest_difference(full, accumulated) <= 1e-12
 
 
-def test_averaging_micro_batch_means_would_not_be_the_same():
-    # the Hugging Face accumulation bug of 2024: mean of per-micro-batch means over 6, 5, 5 examples
-    values = torch.arange(16, dtype=torch.float64)
-    parts = values.tensor_split(3)
-    assert torch.stack([part.mean() for part in parts]).mean() != values.mean()
-    assert sum(part.sum() / 16 for part in parts) == pytest.approx(values.mean().item(), abs=1e-15)
-
-
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun not installed")
 def test_torchrun_writes_one_report_equal_to_a_single_process_run(tmp_path):
