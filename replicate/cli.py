@@ -210,7 +210,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate.data import BatchOrder, load_dataset
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
-    from replicate.train import can_vectorize, total_steps
+    from replicate.seeds import batching_method, can_vectorize
+    from replicate.train import total_steps
     from replicate.verdict import judge
 
     started = time.perf_counter()
@@ -273,7 +274,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         "seeds": [{"seed": r.seed, "metrics": r.metrics, "diverged_at": r.diverged_at, "curve": r.curve} for r in results],
         "plan": plan.summary(),
         "steps": steps,
-        "training_path": "batched (torch.func.vmap over seeds)" if vectorize else "sequential",
+        "training_path": f"batched ({batching_method(cfg.model)})" if vectorize else "sequential",
         "execution": {"world_size": world, "backend": ("nccl" if device.type == "cuda" else "gloo") if world > 1 else None,
                       "accum_steps": cfg.train.accum_steps, "precision": cfg.train.precision,
                       "deterministic": cfg.train.deterministic, "threads": threads, "device": str(device)},

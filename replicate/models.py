@@ -17,6 +17,8 @@ from replicate.config import ConfigError
 class Logistic(nn.Module):
     """Multinomial logistic regression (greydanus/mnist1d notebooks/models.py `LinearBase`)."""
 
+    linear_and_elementwise_only = True  # forward takes a leading seed axis once its Linear layers carry one
+
     def __init__(self, input_size: int, output_size: int):
         super().__init__()
         self.linear = nn.Linear(input_size, output_size)
@@ -33,6 +35,8 @@ class ResidualMLP(nn.Module):
     256 of `get_model_args`.
     """
 
+    linear_and_elementwise_only = True  # forward takes a leading seed axis once its Linear layers carry one
+
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 100):
         super().__init__()
         self.linear1 = nn.Linear(input_size, hidden_size)
@@ -40,13 +44,15 @@ class ResidualMLP(nn.Module):
         self.linear3 = nn.Linear(hidden_size, output_size)
 
     def forward(self, x):
-        h = self.linear1(x).relu()
-        h = h + self.linear2(h).relu()
+        h = self.linear1(x).relu_()  # in place: the linear output is needed by nothing else
+        h = h + self.linear2(h).relu_()
         return self.linear3(h)
 
 
 class MLP(nn.Module):
     """One hidden ReLU layer (scikit-learn MLPClassifier with hidden_layer_sizes=(hidden_size,))."""
+
+    linear_and_elementwise_only = True  # forward takes a leading seed axis once its Linear layers carry one
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 100):
         super().__init__()
@@ -54,7 +60,7 @@ class MLP(nn.Module):
         self.output = nn.Linear(hidden_size, output_size)
 
     def forward(self, x):
-        return self.output(self.hidden(x).relu())
+        return self.output(self.hidden(x).relu_())
 
 
 class Conv1dNet(nn.Module):

@@ -10,7 +10,6 @@ Models vmap cannot batch fall back to a sequential loop over seeds through the s
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,15 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from omegaconf import OmegaConf
-from torch.func import functional_call, vmap
 
 from replicate.checkpoint import load_checkpoint, save_checkpoint
 from replicate.data import BatchOrder, Dataset
-from replicate.models import build_model, initialize_like_sklearn
 from replicate.optim import build_optimizer
 from replicate.plan import Plan, optimizer_arguments
+from replicate.seeds import SeedStack, can_vectorize  # noqa: F401  (can_vectorize: the CLI's choice of path)
 
 
 @dataclass
@@ -38,75 +35,6 @@ class SeedResult:
     wall_time_s: float = 0.0
     path: str = "sequential"  # "batched" (vmap over seeds) or "sequential"
     parameters: dict = field(default_factory=dict, repr=False)  # final parameters by name (detached)
-
-
-class StackedModel(nn.Module):
-    """Several seeds of one architecture as one module: each parameter stacked on a leading seed axis and
-    the forward pass vmapped over it. A real nn.Module, so DistributedDataParallel can wrap it."""
-
-    def __init__(self, models: list[nn.Module]):
-        super().__init__()
-        self.names = [name for name, _ in models[0].named_parameters()]
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in models])) for name in self.names)
-        self._base = [copy.deepcopy(models[0]).to("meta")]  # a list, not a submodule: its meta tensors are no parameters
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parameters = dict(zip(self.names, self.stacked))
-        return vmap(lambda params, inputs: functional_call(self._base[0], params, (inputs,)))(parameters, x)
-
-
-class SeedStack:
-    """One architecture, several seeds. Batched: a StackedModel run under vmap. Sequential: one seed's
-    own module, its parameters viewed with a seed axis of 1. Either may be wrapped in DDP."""
-
-    def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True):
-        if not vectorize and len(seeds) != 1:
-            raise ValueError("the sequential path trains one seed at a time")
-        models = []
-        for index, seed in enumerate(seeds):
-            torch.manual_seed(seed)  # each seed's PyTorch-default init, as training it alone would draw it
-            model = build_model(model_cfg)
-            if model_cfg.init == "sklearn_glorot":
-                initialize_like_sklearn(model.double(), numpy_streams[index])
-            models.append(model.to(dtype=dtype, device=device))
-        self.vectorize, self.n_seeds = vectorize, len(seeds)
-        self.module = StackedModel(models) if vectorize else models[0]
-        self.leaves = dict(zip(self.module.names, self.module.stacked)) if vectorize else dict(self.module.named_parameters())
-        self.net = self.module
-
-    def distribute(self, device: torch.device) -> None:
-        """Wrap in DistributedDataParallel: gradients are averaged over ranks after each backward."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        self.net = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (n_seeds, batch, ...) → logits (n_seeds, batch, classes)."""
-        return self.net(x) if self.vectorize else self.net(x[0]).unsqueeze(0)
-
-    def param(self, name: str) -> torch.Tensor:
-        """A parameter with its leading seed axis (a view in the sequential path)."""
-        leaf = self.leaves[name]
-        return leaf if self.vectorize else leaf.unsqueeze(0)
-
-    def grads(self) -> list[torch.Tensor]:
-        """Gradients with their leading seed axis; in-place changes reach the optimizer."""
-        return [leaf.grad if self.vectorize else leaf.grad.unsqueeze(0) for leaf in self.leaves.values()]
-
-    def decayed(self, decay_biases: bool) -> list[str]:
-        return [name for name in self.leaves if decay_biases or not name.rsplit(".", 1)[-1].startswith("bias")]
-
-
-def can_vectorize(model_cfg, data: Dataset, dtype) -> bool:
-    """Whether vmap batches this model: tried once on two seeds and a tiny batch."""
-    try:
-        stack = SeedStack(model_cfg, [0, 1], dtype=dtype, device=data.x_train.device, vectorize=True,
-                          numpy_streams=[np.random.RandomState(0), np.random.RandomState(1)])
-        stack(data.x_train[:2].expand(2, *data.x_train[:2].shape)).sum().backward()
-        return True
-    except (RuntimeError, NotImplementedError):
-        return False
 
 
 def total_steps(train_cfg, order: BatchOrder) -> int:
@@ -186,26 +114,31 @@ def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: in
     return factor * coefficient * squares
 
 
-def clip_gradients(grads: list[torch.Tensor], max_norm: float | None, max_value: float | None) -> None:
-    """Per-seed clipping of (n_seeds, ...) gradients: elementwise to ±max_value, then the global norm to max_norm.
+def clip_gradients(stack: SeedStack, max_norm: float | None, max_value: float | None) -> None:
+    """Per-seed clipping of the gradients: elementwise to ±max_value, then the global norm to max_norm.
 
     The norm rule is the original one (Zaremba et al.'s main.lua: shrink by max_norm/norm when norm >
     max_norm); torch.nn.utils.clip_grad_norm_ adds 1e-6 to the norm, which would make a threshold
-    conversion (c_mean = c_sum/B) inexact.
+    conversion (c_mean = c_sum/B) inexact. Each seed's norm is reduced from its own gradient buffer
+    alone, so it rounds the same whether the seed trains alone or with others.
     """
+    grads = stack.grads()
     if max_value is not None:
         for grad in grads:
             grad.clamp_(-max_value, max_value)
     if max_norm is not None:
-        norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+        norms = stack.gradient_norms()
         scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
         for grad in grads:
             grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
 
 
 @torch.no_grad()
-def evaluate(stack: SeedStack, x, y, loss_value: str, chunk: int = 4096) -> dict:
+def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
     """Accuracy (fraction) and mean loss per seed on a whole split."""
+    # examples per pass: few enough that several seeds' activations stay near the cache, and the same
+    # for any number of seeds, because a matrix product's rounding may depend on its row count
+    chunk = 512
     logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
                         for i in range(0, len(y), chunk)], dim=1)
     targets = y.expand(stack.n_seeds, *y.shape)
@@ -227,24 +160,30 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                        drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
     steps = total_steps(cfg.train, order)
     decayed = stack.decayed(cfg.optimizer.decay_biases)
-    groups = [{"params": [stack.leaves[n] for n in decayed], "weight_decay": applied["optimizer_weight_decay"]},
-              {"params": [p for n, p in stack.leaves.items() if n not in decayed], "weight_decay": 0.0}]
-    optimizer = build_optimizer([group for group in groups if group["params"]], cfg.optimizer.name,
-                                **optimizer_arguments(applied))
+    undecayed = [name for name in stack.leaves if name not in decayed]
+    # the optimizer steps one buffer per seed and parameter group (see SeedStack.flatten); without
+    # weight decay, decayed and undecayed parameters are one group
+    decay = applied["optimizer_weight_decay"]
+    groups = [(decayed, decay), (undecayed, 0.0)] if decay and decayed and undecayed else [(decayed + undecayed, decay)]
+    buffers = stack.flatten([names for names, _ in groups])
+    optimizer = build_optimizer([{"params": params, "weight_decay": decay} for params, (_, decay) in zip(buffers, groups)],
+                                cfg.optimizer.name, **optimizer_arguments(applied))
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
     native_form = plan.native_convention.weight_decay_form
+    native_l2 = plan.native.get("weight_decay", 0) if native_form in ("l2_half", "l2", "per_batch_l2") else 0
     # the paper's evaluation cadence, unless a shortened run would get fewer than 10 points from it
     eval_every = cfg.train.eval_every if cfg.train.eval_every and steps >= 10 * cfg.train.eval_every else max(1, steps // 25)
     loss_value = cfg.train.loss_value
     schedule = OmegaConf.to_object(cfg.schedule) if OmegaConf.is_config(cfg.schedule) else cfg.schedule  # plain object: no config lookups per step
 
     n_seeds = len(seeds)
-    diverged_at: list[int | None] = [None] * n_seeds
-    epoch_loss = torch.zeros(n_seeds, dtype=torch.float64, device=device)  # Σ batch objective × batch size
-    epoch_count, curve_loss, curve_count = 0, torch.zeros_like(epoch_loss), 0
+    # each step's objective per seed, in the paper's own per-example units: written on the device, read
+    # (one sync) only at evaluations and checkpoints, for the learning curve, the epoch loss and divergence
+    objectives = torch.full((n_seeds, steps), math.nan, dtype=torch.float64, device=device)  # a row per seed
+    batch_sizes: list[int] = []
     curves: list[list[dict]] = [[] for _ in seeds]
-    start = 0
+    start = last_point = 0
     if checkpoint is not None and checkpoint["path"].exists():
         saved = load_checkpoint(checkpoint["path"], checkpoint["fingerprint"])
         with torch.no_grad():
@@ -252,9 +191,9 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 leaf.copy_(saved["params"][name])
         optimizer.load_state_dict(saved["optimizer"])
         order.load_state_dict(saved["order"])
-        epoch_loss.copy_(saved["epoch_loss"]); curve_loss.copy_(saved["curve_loss"])
-        start, epoch_count, curve_count = saved["step"], saved["epoch_count"], saved["curve_count"]
-        curves, diverged_at = saved["curves"], saved["diverged_at"]
+        start, last_point, curves = saved["step"], saved["last_point"], saved["curves"]
+        objectives[:, :start].copy_(saved["objectives"])
+        batch_sizes = list(saved["batch_sizes"])
         if progress is not None:
             progress.update(start)
     world, rank = world_and_rank()
@@ -266,7 +205,15 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # fp16 gradients need loss scaling
     constant_lr = schedule.name == "constant"
     tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
-    first_nonfinite = torch.tensor([-1 if d is None else d for d in diverged_at], device=device)  # no sync per step
+    clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
+
+    def diverged_so_far(end: int) -> list[int | None]:
+        """First step whose objective was not finite, per seed (one device sync)."""
+        bad = ~torch.isfinite(objectives[:, :end])
+        first = torch.where(bad.any(1), bad.to(torch.uint8).argmax(1), -1).tolist()
+        return [None if value < 0 else value for value in first]
+
+    step = start - 1
     for step in range(start, steps):
         indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
         batch = indices.shape[1]
@@ -278,8 +225,9 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 x, y = data.x_train[part], data.y_train[part]
                 logits = stack(x)
                 losses = per_example_loss(logits, y)
-                # normalised by the global batch; × world because DDP averages gradients over ranks
-                objective = reduce_loss(losses, reduction, batch) * world
+                objective = reduce_loss(losses, reduction, batch)  # normalised by the global batch
+                if world > 1:
+                    objective = objective * world  # DDP averages gradients over ranks
                 if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
                     objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
             # sum over seeds of per-seed losses: each seed keeps its own gradient scale
@@ -287,22 +235,17 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             with torch.no_grad():
                 part_sum = reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
                 value_sum = part_sum if micro == 0 else value_sum + part_sum
-        with torch.no_grad():  # bookkeeping: this batch's objective in the paper's own per-example units
+        with torch.no_grad():  # this batch's objective in the paper's own per-example units
             if world > 1:
                 torch.distributed.all_reduce(value_sum)
-            batch_objective = value_sum / (batch * tokens)
-            if native_form in ("l2_half", "l2", "per_batch_l2") and plan.native.get("weight_decay", 0) > 0:
-                batch_objective += l2_penalty(stack, decayed, native_form, plan.native["weight_decay"], batch)
-            if step % order.steps_per_epoch == 0:
-                epoch_loss.zero_(); epoch_count = 0
-            epoch_loss += batch_objective * batch
-            epoch_count += batch
-            curve_loss += batch_objective; curve_count += 1
-            first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(batch_objective), step, first_nonfinite)
+            torch.div(value_sum, batch * tokens, out=objectives[:, step])
+            if native_l2 > 0:
+                objectives[:, step] += l2_penalty(stack, decayed, native_form, native_l2, batch)
+        batch_sizes.append(batch)
         if scaler:
             scaler.unscale_(optimizer)  # clip the true gradients
-        if applied["grad_clip"] is not None or applied["grad_clip_value"] is not None:
-            clip_gradients(stack.grads(), applied["grad_clip"], applied["grad_clip_value"])
+        if clipping:
+            clip_gradients(stack, applied["grad_clip"], applied["grad_clip_value"])
         if not constant_lr:
             multiplier = lr_multiplier(schedule, step, steps, order)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
@@ -312,40 +255,42 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             scaler.update()
         else:
             optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        stack.zero_grad()
         evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
         saving = (checkpoint is not None and checkpoint.get("save", True) and (step + 1) % checkpoint["every"] == 0
                   and step + 1 < steps)
-        if evaluating or saving:
-            diverged_at = [None if value < 0 else value for value in first_nonfinite.tolist()]
-            if all(d is not None for d in diverged_at):
-                break
+        if (evaluating or saving) and all(d is not None for d in diverged_so_far(step + 1)):
+            break
         if evaluating:
-            point = {"step": step + 1, "train_loss": (curve_loss / curve_count).tolist()}
+            point = {"step": step + 1, "train_loss": objectives[:, last_point:step + 1].mean(1).tolist()}
             if data.x_test is not None:
                 test = evaluate(stack, data.x_test, data.y_test, loss_value)
                 point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
             for m in range(n_seeds):
                 curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
-            curve_loss.zero_(); curve_count = 0
+            last_point = step + 1
         if saving:
             save_checkpoint(checkpoint["path"], {
                 "fingerprint": checkpoint["fingerprint"], "step": step + 1,
                 "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
                 "optimizer": optimizer.state_dict(), "order": order.state_dict(),
-                "epoch_loss": epoch_loss, "epoch_count": epoch_count, "curve_loss": curve_loss,
-                "curve_count": curve_count, "curves": curves, "diverged_at": diverged_at})
+                "objectives": objectives[:, :step + 1], "batch_sizes": batch_sizes, "last_point": last_point,
+                "curves": curves})
         if progress is not None:
             progress.update(1)
 
-    diverged_at = [None if value < 0 else value for value in first_nonfinite.tolist()]
+    done = step + 1  # steps taken (fewer than `steps` when every seed diverged)
+    diverged_at = diverged_so_far(done)
     final = {}
     train_eval = evaluate(stack, data.x_train, data.y_train, cfg.train.loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
     if data.x_test is not None:
         test_eval = evaluate(stack, data.x_test, data.y_test, cfg.train.loss_value)
         final["test_accuracy"], final["test_loss"] = test_eval["accuracy"], test_eval["loss"]
-    final["train_epoch_loss"] = epoch_loss / max(epoch_count, 1)
+    # the objective averaged over the examples of the last epoch (or the part of it that ran)
+    epoch_start = (done - 1) // order.steps_per_epoch * order.steps_per_epoch if done else 0
+    weights = torch.tensor(batch_sizes[epoch_start:done], dtype=torch.float64, device=device)
+    final["train_epoch_loss"] = (objectives[:, epoch_start:done] * weights).sum(1) / weights.sum().clamp(min=1)
     elapsed = time.perf_counter() - started
     results = []
     for m, seed in enumerate(seeds):

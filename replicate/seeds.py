@@ -1,0 +1,193 @@
+"""Several seeds of one architecture trained as one computation, each exactly as if it were alone.
+
+Every parameter gets a leading seed axis. Models built only from nn.Linear layers and elementwise
+ops run with their Linear layers swapped for SeedLinear, whose batched matrix products are, seed by
+seed, the very products nn.Linear computes (bit for bit, checked in tests). Any other model runs
+under `torch.func.vmap`. The optimizer sees each seed's parameters as one buffer of its own, laid out
+as when the seed trains alone, so fused kernels round each seed's numbers as they would alone. Models neither path can batch (aten::gru has
+no vmap rule) train one seed at a time through the same SeedStack interface.
+
+    stack = SeedStack(cfg.model, seeds=[0, 1, 2], dtype=torch.float32, device="cpu")
+    logits = stack(x)  # x: (n_seeds, batch, ...) → (n_seeds, batch, classes)
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from replicate.models import build_model, initialize_like_sklearn
+
+
+# A parameter that is a view of a seed-major buffer (SeedStack.flatten) has gaps between its seeds, and
+# autograd warns once that adding a gradient into such a view in place breaks its layout preference;
+# that in-place addition is the design, and it costs no more than the copy autograd would make instead.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+
+class _SeedLinearFunction(torch.autograd.Function):
+    """y = x Wᵀ + b per seed, with the backward products F.linear uses (g W, gᵀ x, Σ g), batched."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        # gᵀx, not (xᵀg)ᵀ: the product nn.Linear's backward computes, in the parameter's own layout
+        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
+
+
+class SeedLinear(nn.Module):
+    """The nn.Linear layers of several seeds as one layer: weight (n_seeds, out, in), bias (n_seeds, out)."""
+
+    def __init__(self, layers: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n_seeds, ..., in) → (n_seeds, ..., out)."""
+        if x.dim() != 3:  # (n_seeds, batch, ..., in): one matrix per seed
+            return self(x.reshape(x.shape[0], -1, x.shape[-1])).reshape(*x.shape[:-1], self.weight.shape[1])
+        if torch.is_autocast_enabled(x.device.type):  # reduced precision: autograd's own backward runs the casts
+            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        return _SeedLinearFunction.apply(x, self.weight, self.bias)
+
+
+def runs_on_seed_axis(model: nn.Module) -> bool:
+    """Whether swapping the Linear layers makes `model` take a leading seed axis: its class says its
+    forward is Linear layers and elementwise ops only, and every parameter belongs to an nn.Linear."""
+    linear_parameters = sum(2 for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
+    return getattr(type(model), "linear_and_elementwise_only", False) and linear_parameters == len(list(model.parameters()))
+
+
+def batching_method(model_cfg) -> str:
+    """How StackedModel batches this architecture's seeds, in words for the report."""
+    return "seed-stacked linear layers" if runs_on_seed_axis(build_model(model_cfg)) else "torch.func.vmap over seeds"
+
+
+class StackedModel(nn.Module):
+    """Several seeds as one module (a real nn.Module, so DistributedDataParallel can wrap it)."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.names = [name for name, _ in models[0].named_parameters()]
+        if runs_on_seed_axis(models[0]):
+            self.body = copy.deepcopy(models[0])
+            for name, layer in list(self.body.named_modules()):
+                if isinstance(layer, nn.Linear):
+                    parent, _, attribute = name.rpartition(".")
+                    layers = [m.get_submodule(name) for m in models]
+                    setattr(self.body.get_submodule(parent) if parent else self.body, attribute, SeedLinear(layers))
+            self.stacked = [self.body.get_parameter(name) for name in self.names]
+        else:
+            self.body = None
+            self.stacked = nn.ParameterList(
+                nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models])) for name in self.names)
+            self._base = [copy.deepcopy(models[0]).to("meta")]  # a list, not a submodule: its meta tensors are no parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.body is not None:
+            return self.body(x)
+        parameters = dict(zip(self.names, self.stacked))
+        return vmap(lambda params, inputs: functional_call(self._base[0], params, (inputs,)))(parameters, x)
+
+
+class SeedStack:
+    """One architecture, several seeds. Batched: a StackedModel. Sequential: one seed's own module, its
+    parameters viewed with a seed axis of 1. Either may be wrapped in DDP."""
+
+    def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True):
+        if not vectorize and len(seeds) != 1:
+            raise ValueError("the sequential path trains one seed at a time")
+        models = []
+        for index, seed in enumerate(seeds):
+            torch.manual_seed(seed)  # each seed's PyTorch-default init, as training it alone would draw it
+            model = build_model(model_cfg)
+            if model_cfg.init == "sklearn_glorot":
+                initialize_like_sklearn(model.double(), numpy_streams[index])
+            models.append(model.to(dtype=dtype, device=device))
+        self.vectorize, self.n_seeds = vectorize, len(seeds)
+        self.module = StackedModel(models) if vectorize else models[0]
+        self.leaves = dict(zip(self.module.names, self.module.stacked)) if vectorize else dict(self.module.named_parameters())
+        self.net = self.module
+
+    def distribute(self, device: torch.device) -> None:
+        """Wrap in DistributedDataParallel: gradients are averaged over ranks after each backward."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.net = DistributedDataParallel(self.module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n_seeds, batch, ...) → logits (n_seeds, batch, classes)."""
+        return self.net(x) if self.vectorize else self.net(x[0]).unsqueeze(0)
+
+    def param(self, name: str) -> torch.Tensor:
+        """A parameter with its leading seed axis (a view in the sequential path)."""
+        leaf = self.leaves[name]
+        return leaf if self.vectorize else leaf.unsqueeze(0)
+
+    def grads(self) -> list[torch.Tensor]:
+        """Gradients with their leading seed axis; in-place changes reach the optimizer."""
+        return [leaf.grad if self.vectorize else leaf.grad.unsqueeze(0) for leaf in self.leaves.values()]
+
+    def decayed(self, decay_biases: bool) -> list[str]:
+        return [name for name in self.leaves if decay_biases or not name.rsplit(".", 1)[-1].startswith("bias")]
+
+    def flatten(self, groups: list[list[str]]) -> list[list[torch.Tensor]]:
+        """Move each group of parameters into one buffer holding, per seed, that group's numbers back to
+        back (and their gradients into a twin buffer); every parameter becomes a view of it. Returns, per
+        group, one tensor per seed, with its .grad, for the optimizer; `zero_grad` clears the gradients.
+
+        Why: a fused optimizer kernel runs a tensor in SIMD chunks plus a scalar tail that rounds
+        differently (PyTorch's fused Adam computes its float32 tail in double), so how a number rounds
+        depends on its position in the tensor the optimizer sees. Here the optimizer sees each seed's
+        buffer, laid out alike whether the seed trains alone or with others, so every seed's update is
+        bit for bit the same either way; and one tensor per seed instead of one per parameter makes
+        the optimizer step cheaper."""
+        self._flat_grads, per_group = [], []
+        for names in groups:
+            stacked = [self.param(name).detach() for name in names]  # (n_seeds, ...)
+            flat = torch.cat([leaf.reshape(self.n_seeds, -1) for leaf in stacked], dim=1)
+            grad = torch.zeros_like(flat)
+            offset = 0
+            for name, leaf in zip(names, stacked):
+                size, shape = leaf[0].numel(), self.leaves[name].shape
+                self.leaves[name].data = flat[:, offset:offset + size].view(shape)
+                self.leaves[name].grad = grad[:, offset:offset + size].view(shape)  # backward adds into it in place
+                offset += size
+            per_seed = list(flat.unbind(0))
+            for buffer, buffer_grad in zip(per_seed, grad.unbind(0)):
+                buffer.grad = buffer_grad
+            self._flat_grads.append(grad)
+            per_group.append(per_seed)
+        return per_group
+
+    def gradient_norms(self) -> torch.Tensor:
+        """Each seed's global gradient norm, (n_seeds,): reduced seed by seed from its own buffers."""
+        return torch.stack([torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad[m]) for grad in self._flat_grads]))
+                            for m in range(self.n_seeds)])
+
+    def zero_grad(self) -> None:
+        """Zero the gradient buffers in place (the views that parameters and optimizer hold stay valid)."""
+        for grad in self._flat_grads:
+            grad.zero_()
+
+
+def can_vectorize(model_cfg, data, dtype) -> bool:
+    """Whether the seeds of this model can train as one computation: tried once on two seeds and two examples."""
+    try:
+        stack = SeedStack(model_cfg, [0, 1], dtype=dtype, device=data.x_train.device, vectorize=True,
+                          numpy_streams=[np.random.RandomState(0), np.random.RandomState(1)])
+        stack(data.x_train[:2].expand(2, *data.x_train[:2].shape)).sum().backward()
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
