@@ -22,7 +22,8 @@ class ConfigError(ValueError):
 STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
 DIRECTIONS = ("higher", "lower")
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
-MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
+CONV2D_MODELS = ("cnn2d",)  # models with 4-D convolution weights: train.channels_last applies
+MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "cnn2d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
 DATASETS = ("mnist1d", "sklearn_digits", "synthetic")
 DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
@@ -149,6 +150,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimizer step, each normalised by the global batch's count
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast for recipes that trained in reduced precision
     deterministic: bool = False  # torch.use_deterministic_algorithms(True) (+ the cuBLAS workspace setting on GPU)
+    channels_last: bool = False  # 2-D convolution weights in NHWC memory order (GPU recipes with reduced precision)
 
 
 @dataclass
@@ -243,6 +245,9 @@ def check_config(cfg: Any) -> None:
     _require_choice(cfg.device, DEVICES, "device")
     _require_choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
     _require_positive(cfg.train.accum_steps, "train.accum_steps")
+    if cfg.train.channels_last and cfg.model.name not in CONV2D_MODELS:
+        raise ConfigError(f"train.channels_last=true needs a model with 2-D convolutions; model {cfg.model.name!r} "
+                          f"has none (allowed: {', '.join(CONV2D_MODELS)})")
     _require_choice(cfg.logger, LOGGERS, "logger")
     from replicate.optim import OPTIMIZERS
 

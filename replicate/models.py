@@ -82,6 +82,26 @@ class Conv1dNet(nn.Module):
         return self.linear(h.flatten(1))
 
 
+class Conv2dNet(nn.Module):
+    """Two 3×3 Conv2d+ReLU layers on square single-channel images given as flat vectors (input_size =
+    side²), then a linear layer. No catalog entry uses it yet: it is the catalog's 2-D convolution, on
+    which the image-model switches (train.channels_last) are tested with the 8×8 scikit-learn digits."""
+
+    def __init__(self, input_size: int, output_size: int, channels: int = 8):
+        super().__init__()
+        self.side = int(round(input_size ** 0.5))
+        if self.side * self.side != input_size:
+            raise ConfigError(f"model cnn2d needs square images: input_size={input_size} is not a square")
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.linear = nn.Linear(channels * self.side * self.side, output_size)
+
+    def forward(self, x):
+        h = x.reshape(-1, 1, self.side, self.side)
+        h = self.conv2(self.conv1(h).relu()).relu()
+        return self.linear(h.flatten(1))
+
+
 class BidirectionalGRU(nn.Module):
     """MNIST-1D `GRUBase`: a GRU over the 40 time steps (1 feature each), all outputs flattened into a linear layer.
 
@@ -111,9 +131,11 @@ def build_model(model_cfg) -> nn.Module:
         return MLP(**size, hidden_size=model_cfg.hidden_size or 100)
     if name == "cnn1d":
         return Conv1dNet(**size, channels=model_cfg.channels or 25)
+    if name == "cnn2d":
+        return Conv2dNet(**size, channels=model_cfg.channels or 8)
     if name == "gru":
         return BidirectionalGRU(**size, hidden_size=model_cfg.hidden_size or 6, bidirectional=model_cfg.bidirectional)
-    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, residual_mlp, cnn1d, gru")
+    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, residual_mlp, cnn1d, cnn2d, gru")
 
 
 def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from replicate.config import ConfigError
 from replicate.models import build_model, initialize_like_sklearn
 
 
@@ -105,7 +106,7 @@ class SeedStack:
     """One architecture, several seeds. Batched: a StackedModel. Sequential: one seed's own module, its
     parameters viewed with a seed axis of 1. Either may be wrapped in DDP."""
 
-    def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True):
+    def __init__(self, model_cfg, seeds, *, dtype, device, numpy_streams=None, vectorize=True, channels_last=False):
         if not vectorize and len(seeds) != 1:
             raise ValueError("the sequential path trains one seed at a time")
         models = []
@@ -115,6 +116,11 @@ class SeedStack:
             if model_cfg.init == "sklearn_glorot":
                 initialize_like_sklearn(model.double(), numpy_streams[index])
             models.append(model.to(dtype=dtype, device=device))
+        if channels_last and not any(parameter.dim() == 4 for parameter in models[0].parameters()):
+            raise ConfigError(f"train.channels_last=true needs a model with 2-D convolutions; model {model_cfg.name!r} "
+                              "has none (allowed: cnn2d)")
+        # NHWC weights: convolutions then run in channels_last order (PyTorch follows the weight's memory format)
+        self.channels_last = channels_last
         self.vectorize, self.n_seeds = vectorize, len(seeds)
         self.module = StackedModel(models) if vectorize else models[0]
         self.leaves = dict(zip(self.module.names, self.module.stacked)) if vectorize else dict(self.module.named_parameters())
@@ -155,14 +161,20 @@ class SeedStack:
         the optimizer step cheaper."""
         self._flat_grads, per_group = [], []
         for names in groups:
-            stacked = [self.param(name).detach() for name in names]  # (n_seeds, ...)
-            flat = torch.cat([leaf.reshape(self.n_seeds, -1) for leaf in stacked], dim=1)
+            # (n_seeds, ...) in the order the numbers sit in memory: NHWC for channels_last convolution weights
+            stored = [self.param(name).detach() for name in names]
+            stored = [leaf.permute(0, 1, 3, 4, 2) if self.channels_last and leaf.dim() == 5 else leaf for leaf in stored]
+            flat = torch.cat([leaf.reshape(self.n_seeds, -1) for leaf in stored], dim=1)
             grad = torch.zeros_like(flat)
             offset = 0
-            for name, leaf in zip(names, stacked):
-                size, shape = leaf[0].numel(), self.leaves[name].shape
-                self.leaves[name].data = flat[:, offset:offset + size].view(shape)
-                self.leaves[name].grad = grad[:, offset:offset + size].view(shape)  # backward adds into it in place
+            for name, leaf in zip(names, stored):
+                size = leaf[0].numel()
+                views = [buffer[:, offset:offset + size].view(leaf.shape) for buffer in (flat, grad)]
+                if self.channels_last and leaf.dim() == 5:
+                    views = [view.permute(0, 1, 4, 2, 3) for view in views]  # back to (n_seeds, O, I, H, W)
+                if not self.vectorize:
+                    views = [view[0] for view in views]
+                self.leaves[name].data, self.leaves[name].grad = views  # backward adds into the grad view in place
                 offset += size
             per_seed = list(flat.unbind(0))
             for buffer, buffer_grad in zip(per_seed, grad.unbind(0)):

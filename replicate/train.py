@@ -155,7 +155,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     applied = plan.applied
     # scikit-learn draws the init and every epoch's shuffle from one RandomState(random_state)
     streams = [np.random.RandomState(seed) for seed in seeds]
-    stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize)
+    stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
+                      channels_last=cfg.train.channels_last)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
                        drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
     steps = total_steps(cfg.train, order)

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from conftest import ROOT, run_command
 from replicate import conventions
+from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.plan import build_plan
 from replicate.train import train_seeds
@@ -117,3 +118,37 @@ def test_reduced_precision_and_determinism_switches_run_and_are_recorded(tmp_pat
     assert all(seed["diverged_at"] is None for seed in report["seeds"])
     assert "train.precision=bf16" in " ".join(report["deviations"])  # a change of the paper's recipe is a deviation
     torch.use_deterministic_algorithms(False)
+
+
+def test_fp16_trains_with_loss_scaling_on_cpu(tmp_path):
+    # float16 autocast needs GradScaler: the loss is scaled up for backward and the gradients unscaled
+    # (in the per-seed optimizer buffers) before clipping and the step
+    from conftest import run_in_process
+
+    report = run_in_process(["paper=mnist1d_mlp", "seeds=2", "train.steps=40", "logger=none", "train.precision=fp16",
+                             "optimizer.grad_clip=1.0"], tmp_path)
+    assert report["execution"]["precision"] == "fp16"
+    for seed in report["seeds"]:
+        assert seed["diverged_at"] is None
+        assert seed["curve"][-1]["train_loss"] < seed["curve"][0]["train_loss"]  # it learns
+
+
+def test_channels_last_keeps_convolution_weights_nhwc_and_the_same_results(tmp_path):
+    # the 8×8 digits through a 2-D CNN, 2 seeds batched under vmap: NHWC weights change memory order, not math
+    from conftest import run_in_process
+    from replicate.seeds import SeedStack
+
+    common = ["paper=sklearn_digits_constant", "model.name=cnn2d", "model.init=pytorch", "seeds=2", "train.steps=20",
+              "logger=none"]
+    nhwc = run_in_process([*common, "train.channels_last=true"], tmp_path / "nhwc")
+    nchw = run_in_process([*common, "train.channels_last=false"], tmp_path / "nchw")
+    assert nhwc["execution"]["channels_last"] is True and nhwc["training_path"].startswith("batched")
+    for a, b in zip(nhwc["seeds"], nchw["seeds"]):
+        for metric, value in b["metrics"].items():
+            assert a["metrics"][metric] == pytest.approx(value, rel=1e-9, abs=1e-12), metric
+    cfg = compose([*common, "train.channels_last=true"])
+    for seeds, vectorize in (([0, 1], True), ([0], False)):
+        stack = SeedStack(cfg.model, seeds, dtype=torch.float64, device="cpu", vectorize=vectorize, channels_last=True)
+        stack.flatten([list(stack.leaves)])  # parameters become views of the optimizer's buffers: still NHWC
+        for name in ("conv1.weight", "conv2.weight"):
+            assert stack.param(name)[0].is_contiguous(memory_format=torch.channels_last), name

@@ -113,6 +113,7 @@ BAD_INPUTS = [
     (["optimizer.lr=0"], "optimizer.lr must be positive"),
     (["optimizer.lr=-0.1"], "optimizer.lr must be positive"),
     (["train.batch_size=0"], "train.batch_size must be positive"),
+    (["train.channels_last=true"], "train.channels_last=true needs a model with 2-D convolutions"),
     (["train.batch_size=-8"], "train.batch_size must be positive"),
     (["train.steps=0"], "train.steps must be positive"),
     (["train.steps=-5"], "train.steps must be positive"),
