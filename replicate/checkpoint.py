@@ -54,7 +54,12 @@ def replace_atomically(path: Path, write) -> None:
         raise
 
 
+# the layout of a training checkpoint; a file of another layout (an older replicate) is refused
+CHECKPOINT_FORMAT = 2
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
+    state = {**state, "format": CHECKPOINT_FORMAT}
     replace_atomically(Path(path), lambda file: torch.save(state, file))
 
 
@@ -68,6 +73,9 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict:
     if not isinstance(state, dict) or state.get("fingerprint") != expected_fingerprint:
         raise ConfigError(f"checkpoint {path} belongs to a different configuration; use another hydra.run.dir, "
                           "or resume=false to start this one over")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"checkpoint {path} was written by another version of replicate; delete it to restart "
+                          "that group of seeds from step 0, or resume=false to start the run over")
     return state
 
 
