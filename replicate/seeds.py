@@ -4,8 +4,9 @@ Every parameter gets a leading seed axis. Models built only from nn.Linear layer
 ops run with their Linear layers swapped for SeedLinear, whose batched matrix products are, seed by
 seed, the very products nn.Linear computes (bit for bit, checked in tests). Any other model runs
 under `torch.func.vmap`. The optimizer sees each seed's parameters as one buffer of its own, laid out
-as when the seed trains alone, so fused kernels round each seed's numbers as they would alone. Models neither path can batch (aten::gru has
-no vmap rule) train one seed at a time through the same SeedStack interface.
+as when the seed trains alone, so fused kernels round each seed's numbers as they would alone. Models
+neither path can batch (aten::gru has no vmap rule) train one seed at a time through the same
+SeedStack interface.
 
     stack = SeedStack(cfg.model, seeds=[0, 1, 2], dtype=torch.float32, device="cpu")
     logits = stack(x)  # x: (n_seeds, batch, ...) → (n_seeds, batch, classes)
