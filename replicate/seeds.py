@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from replicate.config import ConfigError
 from replicate.models import build_model, initialize_like_sklearn
 
 
@@ -117,9 +116,6 @@ class SeedStack:
             if model_cfg.init == "sklearn_glorot":
                 initialize_like_sklearn(model.double(), numpy_streams[index])
             models.append(model.to(dtype=dtype, device=device))
-        if channels_last and not any(parameter.dim() == 4 for parameter in models[0].parameters()):
-            raise ConfigError(f"train.channels_last=true needs a model with 2-D convolutions; model {model_cfg.name!r} "
-                              "has none (allowed: cnn2d)")
         # NHWC weights: convolutions then run in channels_last order (PyTorch follows the weight's memory format)
         self.channels_last = channels_last
         self.vectorize, self.n_seeds = vectorize, len(seeds)

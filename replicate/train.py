@@ -23,7 +23,7 @@ from replicate.checkpoint import load_checkpoint, save_checkpoint
 from replicate.data import BatchOrder, Dataset
 from replicate.optim import build_optimizer
 from replicate.plan import Plan, optimizer_arguments
-from replicate.seeds import SeedStack, can_vectorize  # noqa: F401  (can_vectorize: the CLI's choice of path)
+from replicate.seeds import SeedStack
 
 
 @dataclass
@@ -165,9 +165,9 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     # the optimizer steps one buffer per seed and parameter group (see SeedStack.flatten); without
     # weight decay, decayed and undecayed parameters are one group
     decay = applied["optimizer_weight_decay"]
-    groups = [(decayed, decay), (undecayed, 0.0)] if decay and decayed and undecayed else [(decayed + undecayed, decay)]
-    buffers = stack.flatten([names for names, _ in groups])
-    optimizer = build_optimizer([{"params": params, "weight_decay": decay} for params, (_, decay) in zip(buffers, groups)],
+    groups, decays = ([decayed, undecayed], [decay, 0.0]) if decay and decayed and undecayed else ([decayed + undecayed], [decay])
+    optimizer = build_optimizer([{"params": params, "weight_decay": coefficient}
+                                 for params, coefficient in zip(stack.flatten(groups), decays)],
                                 cfg.optimizer.name, **optimizer_arguments(applied))
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]

@@ -6,7 +6,8 @@ from conftest import run_in_process
 from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.plan import make_plan
-from replicate.train import can_vectorize, train_seeds
+from replicate.seeds import can_vectorize
+from replicate.train import train_seeds
 
 SEEDS = [0, 1, 2]
 
