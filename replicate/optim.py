@@ -1,25 +1,39 @@
 """Optimizers that run an original paper's update rule in the form its code used.
 
 This module owns the update rules: which momentum form, where epsilon sits, and how weight decay
-enters. PyTorch's own `torch.optim` classes run every form they implement; small elementwise
-classes here run the rest (Sutskever/Caffe/Keras/scikit-learn momentum, CNTK unit-gain momentum,
-TF1/Keras "epsilon hat" Adam, TF1 RMSprop), so a replication never converts one form into another
-approximately. Every rule is elementwise, so a "stacked" parameter of shape (n_seeds, ...) trains
-each seed exactly as if it were alone.
+enters. The forms PyTorch implements run PyTorch's own update functions (`torch.optim.adam.adam` and
+its siblings: the very code, fused kernels included, that the torch.optim classes call, with the
+same state); small elementwise rules here run the rest (Sutskever/Caffe/Keras/scikit-learn momentum,
+CNTK unit-gain momentum, TF1/Keras "epsilon hat" Adam, TF1 RMSprop), so a replication never converts
+one form into another approximately. Every rule is elementwise, so a "stacked" parameter of shape
+(n_seeds, ...) trains each seed exactly as if it were alone.
 
-Parameter groups of a built optimizer keep the coupled (L2-in-the-gradient) coefficient in
-"weight_decay", which is what PyTorch's classes read, and a decoupled coefficient in
-"decoupled_weight_decay", applied by a step pre-hook; "weight_decay_form" records which. The one
-exception is PyTorch's AdamW, whose own "weight_decay" is already decoupled_lr.
+`Optimizer` keeps torch.optim's interface (param_groups, state, step, zero_grad, state_dict,
+load_state_dict) without being a torch.optim.Optimizer: building or stepping one of those imports
+torch._dynamo (about 2.4 s on a 2-core machine, most of a short run's start-up), and its per-step
+bookkeeping costs about 12 µs per tensor. torch.optim.lr_scheduler needs the real class; the trainer
+sets group["lr"] itself.
+
+Parameter groups keep the coupled (L2-in-the-gradient) coefficient in "weight_decay", which is what
+PyTorch's update functions read, and a decoupled coefficient in "decoupled_weight_decay", applied
+before the update; "weight_decay_form" records which. The one exception is PyTorch's AdamW form,
+whose own "weight_decay" is already decoupled_lr.
 
 Usage:
     optimizer = build_optimizer([{"params": model.parameters(), "weight_decay": 5e-4}], "sgd",
                                 lr=0.01, momentum=0.9, momentum_form="lr_inside")
+    loss.backward(); optimizer.step(); optimizer.zero_grad()
 """
 
 import math
+from collections import defaultdict
 
 import torch
+from torch.optim.adadelta import adadelta as pytorch_adadelta
+from torch.optim.adagrad import adagrad as pytorch_adagrad
+from torch.optim.adam import adam as pytorch_adam
+from torch.optim.rmsprop import rmsprop as pytorch_rmsprop
+from torch.optim.sgd import sgd as pytorch_sgd
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
@@ -40,8 +54,8 @@ _NATIVE_FORMS = {
     "adadelta": {"momentum_form": ("lr_outside",), "eps_placement": ("inside_sqrt",)},
 }
 
-# PyTorch classes that take fused=True, and the devices whose fused kernels we rely on.
-_FUSED_CLASSES = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adagrad)
+# PyTorch update functions that have a fused kernel, and the devices whose fused kernels we rely on.
+_FUSED_RULES = ("pytorch_sgd", "pytorch_adam", "pytorch_adagrad")
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
@@ -54,8 +68,21 @@ def native_forms(name: str) -> dict[str, tuple[str, ...]]:
     return {**_NATIVE_FORMS[name], "weight_decay_form": decay_forms}
 
 
-class _ElementwiseOptimizer(torch.optim.Optimizer):
-    """Base of the forms PyTorch lacks: adds coupled weight decay, then calls `_update_parameter`."""
+class Optimizer:
+    """Parameter groups stepped by one update rule, with torch.optim's interface.
+
+    rule(optimizer, group, params) updates `params` (those of `group` that have a gradient) in place,
+    keeping per-parameter state in optimizer.state[param]. Decoupled weight decay, if the group has
+    any, is applied first: p <- p - c*p, with c = decoupled_weight_decay, times the current lr for
+    the "decoupled_lr" form."""
+
+    def __init__(self, param_groups: list[dict], rule, defaults: dict):
+        self.rule, self.defaults = rule, defaults
+        self.param_groups = [{**defaults, **group} for group in param_groups]
+        self.state: dict[torch.Tensor, dict] = defaultdict(dict)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.rule.__name__}, {len(self.param_groups)} group(s))"
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -64,34 +91,169 @@ class _ElementwiseOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params = [parameter for parameter in group["params"] if parameter.grad is not None]
+            if not params:
+                continue
+            if any(parameter.grad.is_sparse for parameter in params):
+                raise ValueError(f"{self.rule.__name__} needs dense gradients")
+            coefficient = group.get("decoupled_weight_decay", 0.0)
+            if group.get("weight_decay_form") == "decoupled_lr":
+                coefficient = group["lr"] * coefficient
+            if coefficient != 0:
+                torch._foreach_mul_(params, 1 - coefficient)
+            self.rule(self, group, params)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is None:
                     continue
-                if parameter.grad.is_sparse:
-                    raise ValueError(f"{type(self).__name__} needs dense gradients")
-                gradient = parameter.grad
-                if group["weight_decay"] != 0:
-                    # coupled L2: g <- g + weight_decay * p (PyTorch / Caffe form)
-                    gradient = gradient.add(parameter, alpha=group["weight_decay"])
-                self._update_parameter(parameter, gradient, self.state[parameter], group)
-        return loss
+                if set_to_none:
+                    parameter.grad = None
+                else:
+                    parameter.grad.detach_().zero_()
 
-    def _update_parameter(self, parameter, gradient, state, group):
-        raise NotImplementedError
+    def state_dict(self) -> dict:
+        """torch.optim's layout: state by parameter index, groups with their parameters as indices."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                index.setdefault(id(parameter), len(index))
+            groups.append({**{key: value for key, value in group.items() if key != "params"},
+                           "params": [index[id(parameter)] for parameter in group["params"]]})
+        state = {index[id(parameter)]: dict(values) for parameter, values in self.state.items() if id(parameter) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+                len(saved["params"]) != len(group["params"]) for saved, group in zip(saved_groups, self.param_groups)):
+            raise ValueError("the saved optimizer state has different parameter groups than this optimizer")
+        by_index = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for saved_index, parameter in zip(saved["params"], group["params"]):
+                by_index[saved_index] = (parameter, group)
+        self.state = defaultdict(dict)
+        for saved_index, values in state_dict["state"].items():
+            parameter, group = by_index[saved_index]
+            self.state[parameter] = {key: _placed(value, parameter, key, group) for key, value in values.items()}
+        for saved, group in zip(saved_groups, self.param_groups):
+            group.update({key: value for key, value in saved.items() if key != "params"})
 
 
-class SutskeverSGD(_ElementwiseOptimizer):
+def _placed(value, parameter: torch.Tensor, key: str, group: dict):
+    """A saved state value on the parameter's device: moments in its dtype; step counters as PyTorch keeps them."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if key == "step":  # fused kernels read the counter on the device, in float32; otherwise it lives on the host
+        return value.to(dtype=torch.float32, device=parameter.device) if group.get("fused") else value.clone()
+    if value.is_floating_point():
+        return value.to(dtype=parameter.dtype, device=parameter.device)
+    return value.to(device=parameter.device)
+
+
+# --- PyTorch's forms: torch.optim's update functions, with the state its classes keep ---------------
+
+
+def _step_counter(parameter: torch.Tensor, fused: bool) -> torch.Tensor:
+    """A zero step counter where PyTorch's classes keep it: on the device in float32 for fused kernels,
+    else a host scalar in the default dtype's precision."""
+    if fused:
+        return torch.zeros((), dtype=torch.float32, device=parameter.device)
+    return torch.zeros((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+
+
+def _state(optimizer: Optimizer, params: list, initial: dict) -> list[dict]:
+    """Each parameter's state, created from initial[key](parameter) the first time."""
+    states = []
+    for parameter in params:
+        state = optimizer.state[parameter]
+        if not state:
+            state.update({key: make(parameter) for key, make in initial.items()})
+        states.append(state)
+    return states
+
+
+def _zeros(parameter):
+    return torch.zeros_like(parameter, memory_format=torch.preserve_format)
+
+
+def pytorch_sgd_rule(optimizer, group, params):
+    """torch.optim.SGD: b <- momentum*b + g (b = g on the first step); p <- p - lr*b (or g + momentum*b, Nesterov)."""
+    momentum = group["momentum"]
+    buffers = [optimizer.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
+    pytorch_sgd(params, [p.grad for p in params], buffers, foreach=group["foreach"], fused=group["fused"],
+                weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"], dampening=0.0,
+                nesterov=group["nesterov"], maximize=False)
+    for parameter, buffer in zip(params, buffers):  # the update function creates the buffers on the first step
+        optimizer.state[parameter]["momentum_buffer"] = buffer
+
+
+def pytorch_adam_rule(optimizer, group, params):
+    """torch.optim.Adam, and AdamW when group["decoupled"]: lr*m_hat/(sqrt(v_hat) + eps)."""
+    states = _state(optimizer, params, {"step": lambda p: _step_counter(p, bool(group["fused"])),
+                                        "exp_avg": _zeros, "exp_avg_sq": _zeros})
+    beta1, beta2 = group["betas"]
+    pytorch_adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                 [s["step"] for s in states], foreach=group["foreach"], fused=group["fused"],
+                 decoupled_weight_decay=group["decoupled"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+
+def pytorch_rmsprop_rule(optimizer, group, params):
+    """torch.optim.RMSprop: v <- alpha*v + (1-alpha)*g^2; p <- p - lr*g/(sqrt(v) + eps), momentum outside."""
+    initial = {"step": lambda p: _step_counter(p, False), "square_avg": _zeros}
+    if group["momentum"] > 0:
+        initial["momentum_buffer"] = _zeros
+    if group["centered"]:
+        initial["grad_avg"] = _zeros
+    states = _state(optimizer, params, initial)
+    pytorch_rmsprop(params, [p.grad for p in params], [s["square_avg"] for s in states],
+                    [s["grad_avg"] for s in states if "grad_avg" in s], [s["momentum_buffer"] for s in states if "momentum_buffer" in s],
+                    [s["step"] for s in states], foreach=group["foreach"], lr=group["lr"], alpha=group["alpha"],
+                    eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
+                    centered=group["centered"])
+
+
+def pytorch_adagrad_rule(optimizer, group, params):
+    """torch.optim.Adagrad: s <- s + g^2; p <- p - lr*g/(sqrt(s) + eps)."""
+    start = group["initial_accumulator_value"]
+    states = _state(optimizer, params, {
+        "step": lambda p: _step_counter(p, bool(group["fused"])),
+        "sum": lambda p: torch.full_like(p, start, memory_format=torch.preserve_format)})
+    pytorch_adagrad(params, [p.grad for p in params], [s["sum"] for s in states], [s["step"] for s in states],
+                    fused=group["fused"], foreach=group["foreach"], lr=group["lr"], weight_decay=group["weight_decay"],
+                    lr_decay=0.0, eps=group["eps"], maximize=False)
+
+
+def pytorch_adadelta_rule(optimizer, group, params):
+    """torch.optim.Adadelta (Zeiler's RMS: sqrt(x + eps))."""
+    states = _state(optimizer, params, {"step": lambda p: _step_counter(p, False), "square_avg": _zeros,
+                                        "acc_delta": _zeros})
+    pytorch_adadelta(params, [p.grad for p in params], [s["square_avg"] for s in states], [s["acc_delta"] for s in states],
+                     [s["step"] for s in states], foreach=group["foreach"], lr=group["lr"], rho=group["rho"],
+                     eps=group["eps"], weight_decay=group["weight_decay"], maximize=False)
+
+
+# --- forms PyTorch lacks: elementwise rules of our own --------------------------------------------
+
+
+def _with_coupled_decay(group, parameter):
+    """The gradient plus coupled L2 (PyTorch / Caffe form: g <- g + weight_decay*p)."""
+    if group["weight_decay"] != 0:
+        return parameter.grad.add(parameter, alpha=group["weight_decay"])
+    return parameter.grad
+
+
+def sutskever_sgd_rule(optimizer, group, params):
     """SGD with the learning rate inside the velocity (Sutskever 2013, Caffe, cuda-convnet, Keras,
     scikit-learn): v <- momentum*v - lr*g; p <- p + v. Nesterov (Keras / scikit-learn form):
     p <- p + momentum*v - lr*g. A change of lr reaches p only through new gradients, unlike PyTorch."""
-
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
-
-    def _update_parameter(self, parameter, gradient, state, group):
-        if not state:
-            state["velocity"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        velocity, momentum, lr = state["velocity"], group["momentum"], group["lr"]
+    momentum, lr = group["momentum"], group["lr"]
+    for parameter, state in zip(params, _state(optimizer, params, {"velocity": _zeros})):
+        gradient, velocity = _with_coupled_decay(group, parameter), state["velocity"]
         velocity.mul_(momentum).sub_(gradient, alpha=lr)
         if group["nesterov"]:
             parameter.add_(velocity.mul(momentum).sub_(gradient, alpha=lr))
@@ -99,85 +261,62 @@ class SutskeverSGD(_ElementwiseOptimizer):
             parameter.add_(velocity)
 
 
-class UnitGainSGD(_ElementwiseOptimizer):
+def unit_gain_sgd_rule(optimizer, group, params):
     """SGD with unit-gain momentum (CNTK, HIPS autograd): b <- momentum*b + (1-momentum)*g;
     p <- p - lr*b, with b starting at zero. PyTorch's dampening is not this: it skips the
     (1-momentum) factor on the first step."""
-
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
-
-    def _update_parameter(self, parameter, gradient, state, group):
-        if not state:
-            state["momentum_buffer"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        buffer, momentum = state["momentum_buffer"], group["momentum"]
-        buffer.mul_(momentum).add_(gradient, alpha=1 - momentum)
+    momentum = group["momentum"]
+    for parameter, state in zip(params, _state(optimizer, params, {"momentum_buffer": _zeros})):
+        buffer = state["momentum_buffer"]
+        buffer.mul_(momentum).add_(_with_coupled_decay(group, parameter), alpha=1 - momentum)
         parameter.sub_(buffer, alpha=group["lr"])
 
 
-class _AdamMoments(_ElementwiseOptimizer):
-    """Shared Adam moments: m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g^2; step counter t."""
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if not all(0.0 <= beta < 1.0 for beta in betas):
-            raise ValueError(f"Adam betas must lie in [0, 1), got {betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-
-    def _advance_moments(self, parameter, gradient, state, group):
-        if not state:
-            state["step"] = 0  # a Python int: bias corrections are computed on the host
-            state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        beta1, beta2 = group["betas"]
+def _advance_adam_moments(optimizer, group, params):
+    """Shared Adam moments: m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g^2; step counter t (a host int)."""
+    beta1, beta2 = group["betas"]
+    states = _state(optimizer, params, {"step": lambda p: 0, "exp_avg": _zeros, "exp_avg_sq": _zeros})
+    for parameter, state in zip(params, states):
+        gradient = _with_coupled_decay(group, parameter)
         state["step"] += 1
         state["exp_avg"].mul_(beta1).add_(gradient, alpha=1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-        return state["step"], state["exp_avg"], state["exp_avg_sq"]
+    return states
 
 
-class EpsilonHatAdam(_AdamMoments):
+def epsilon_hat_adam_rule(optimizer, group, params):
     """Adam as TF1 / Keras / scikit-learn run it (Kingma & Ba, formula before section 2.1):
     lr_t = lr*sqrt(1-b2^t)/(1-b1^t); p <- p - lr_t*m/(sqrt(v) + eps). Epsilon is "epsilon hat":
     it is added to the uncorrected sqrt(v), so it weighs differently from PyTorch's eps."""
-
-    def _update_parameter(self, parameter, gradient, state, group):
-        step, exp_avg, exp_avg_sq = self._advance_moments(parameter, gradient, state, group)
-        beta1, beta2 = group["betas"]
+    beta1, beta2 = group["betas"]
+    for parameter, state in zip(params, _advance_adam_moments(optimizer, group, params)):
+        step = state["step"]
         step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-        parameter.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+        parameter.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(group["eps"]), value=-step_size)
 
 
-class EpsilonInsideSqrtAdam(_AdamMoments):
+def epsilon_inside_sqrt_adam_rule(optimizer, group, params):
     """Adam with epsilon inside the square root: p <- p - lr*m_hat/sqrt(v_hat + eps), where
     m_hat = m/(1-b1^t) and v_hat = v/(1-b2^t) are the bias-corrected moments."""
+    beta1, beta2 = group["betas"]
+    for parameter, state in zip(params, _advance_adam_moments(optimizer, group, params)):
+        step = state["step"]
+        denominator = state["exp_avg_sq"].div(1 - beta2**step).add_(group["eps"]).sqrt_()
+        parameter.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
 
-    def _update_parameter(self, parameter, gradient, state, group):
-        step, exp_avg, exp_avg_sq = self._advance_moments(parameter, gradient, state, group)
-        beta1, beta2 = group["betas"]
-        denominator = exp_avg_sq.div(1 - beta2**step).add_(group["eps"]).sqrt_()
-        parameter.addcdiv_(exp_avg, denominator, value=-group["lr"] / (1 - beta1**step))
 
-
-class EpsilonInsideSqrtRMSprop(_ElementwiseOptimizer):
+def epsilon_inside_sqrt_rmsprop_rule(optimizer, group, params):
     """RMSprop as TF1's ApplyRMSProp kernel runs it (training_ops.cc):
     ms <- ms + (g^2 - ms)*(1-alpha); mom <- momentum*mom + lr*g/sqrt(ms + eps); p <- p - mom.
     Centered: mg <- mg + (g - mg)*(1-alpha) and the denominator is sqrt(ms - mg^2 + eps).
     ms starts at `initial_square`; TF1's tf.train.RMSPropOptimizer starts it at 1.0, not 0."""
-
-    def __init__(self, params, lr, alpha=0.9, eps=1e-10, momentum=0.0, centered=False,
-                 weight_decay=0.0, initial_square=0.0):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
-                                      weight_decay=weight_decay, initial_square=initial_square))
-
-    def _update_parameter(self, parameter, gradient, state, group):
-        if not state:
-            state["mean_square"] = torch.full_like(parameter, group["initial_square"],
-                                                   memory_format=torch.preserve_format)
-            state["momentum_buffer"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-            if group["centered"]:
-                state["mean_gradient"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        one_minus_alpha = 1 - group["alpha"]
-        mean_square = state["mean_square"]
+    initial = {"mean_square": lambda p: torch.full_like(p, group["initial_square"], memory_format=torch.preserve_format),
+               "momentum_buffer": _zeros}
+    if group["centered"]:
+        initial["mean_gradient"] = _zeros
+    one_minus_alpha = 1 - group["alpha"]
+    for parameter, state in zip(params, _state(optimizer, params, initial)):
+        gradient, mean_square = _with_coupled_decay(group, parameter), state["mean_square"]
         mean_square.add_((gradient * gradient - mean_square).mul_(one_minus_alpha))
         denominator = mean_square
         if group["centered"]:
@@ -190,38 +329,20 @@ class EpsilonInsideSqrtRMSprop(_ElementwiseOptimizer):
         parameter.sub_(buffer)
 
 
-def _decay_weights_decoupled(optimizer, args, kwargs):
-    """Step pre-hook: p <- p - coefficient*p for every parameter about to be updated, where the
-    coefficient is decoupled_weight_decay, times the current lr for the "decoupled_lr" form."""
-    closure = args[1] if len(args) > 1 else kwargs.get("closure")  # args[0] is the optimizer itself
-    if closure is not None:
-        raise ValueError("decoupled weight decay is applied before step(); call step() without a closure")
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            coefficient = group.get("decoupled_weight_decay", 0.0)
-            if group.get("weight_decay_form") == "decoupled_lr":
-                coefficient = group["lr"] * coefficient
-            if coefficient == 0:
-                continue
-            for parameter in group["params"]:
-                if parameter.grad is not None:
-                    parameter.mul_(1 - coefficient)
-
-
 def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | None = None) -> None:
     if value not in allowed:
         where = f" for {name}" if name else ""
         raise ValueError(f"{what}={value!r} is not allowed{where}; allowed: {', '.join(allowed)}")
 
 
-def _choose_fused(requested: bool | None, optimizer_class: type, parameters: list) -> bool | None:
+def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None:
     """True to pass fused=True, None to let PyTorch pick foreach or its for-loop."""
-    eligible = optimizer_class in _FUSED_CLASSES and all(
+    eligible = rule.__name__.removesuffix("_rule") in _FUSED_RULES and all(
         parameter.is_floating_point() and parameter.device.type in _FUSED_DEVICES for parameter in parameters
     )
     if requested and not eligible:
         raise ValueError(
-            f"fused=True is not available for {optimizer_class.__name__} on these parameters; fused kernels "
+            f"fused=True is not available for {rule.__name__.removesuffix('_rule')} on these parameters; fused kernels "
             f"exist for SGD/Adam/AdamW/Adagrad with floating-point parameters on {'/'.join(_FUSED_DEVICES)}; "
             "pass fused=None"
         )
@@ -248,7 +369,7 @@ def build_optimizer(
     weight_decay_form: str = "grad",
     fused: bool | None = None,
     rmsprop_initial_square: float = 0.0,
-) -> torch.optim.Optimizer:
+) -> Optimizer:
     """Build the optimizer that runs `name` in the given forms, natively.
 
     param_groups: [{"params": [...], "weight_decay": λ}, ...]; λ is 0.0 for groups that must not decay.
@@ -277,6 +398,10 @@ def build_optimizer(
     if nesterov and momentum_form == "unit_gain":
         raise ValueError("nesterov is not available with momentum_form='unit_gain'; "
                          "allowed: lr_outside, lr_inside")
+    if name in ("adam", "adamw") and not all(0.0 <= beta < 1.0 for beta in betas):
+        raise ValueError(f"Adam betas must lie in [0, 1), got {tuple(betas)}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
     if centered and name != "rmsprop":
         raise ValueError("centered=True applies only to name='rmsprop'")
     if initial_accumulator_value != 0 and name != "adagrad":
@@ -308,34 +433,29 @@ def build_optimizer(
         parameters.extend(group["params"])
 
     if name == "sgd" and momentum_form == "lr_outside":
-        optimizer_class, options = torch.optim.SGD, dict(momentum=momentum, nesterov=nesterov)
+        rule, options = pytorch_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd" and momentum_form == "lr_inside":
-        optimizer_class, options = SutskeverSGD, dict(momentum=momentum, nesterov=nesterov)
+        rule, options = sutskever_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd":
-        optimizer_class, options = UnitGainSGD, dict(momentum=momentum)
+        rule, options = unit_gain_sgd_rule, dict(momentum=momentum)
     elif eps_placement == "outside" and name in ("adam", "adamw"):
-        optimizer_class = torch.optim.AdamW if native_decoupled else torch.optim.Adam
-        options = dict(betas=betas, eps=eps)
+        rule, options = pytorch_adam_rule, dict(betas=tuple(betas), eps=eps, decoupled=native_decoupled)
     elif name in ("adam", "adamw"):
-        optimizer_class = EpsilonHatAdam if eps_placement == "eps_hat" else EpsilonInsideSqrtAdam
-        options = dict(betas=betas, eps=eps)
+        rule = epsilon_hat_adam_rule if eps_placement == "eps_hat" else epsilon_inside_sqrt_adam_rule
+        options = dict(betas=tuple(betas), eps=eps)
     elif name == "rmsprop" and eps_placement == "outside":
-        optimizer_class = torch.optim.RMSprop
-        options = dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
+        rule, options = pytorch_rmsprop_rule, dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
     elif name == "rmsprop":
-        optimizer_class = EpsilonInsideSqrtRMSprop
-        options = dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered,
-                       initial_square=rmsprop_initial_square)
+        rule = epsilon_inside_sqrt_rmsprop_rule
+        options = dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered, initial_square=rmsprop_initial_square)
     elif name == "adagrad":
-        optimizer_class = torch.optim.Adagrad
-        options = dict(eps=eps, initial_accumulator_value=initial_accumulator_value)
+        rule, options = pytorch_adagrad_rule, dict(eps=eps, initial_accumulator_value=initial_accumulator_value)
     else:
-        optimizer_class, options = torch.optim.Adadelta, dict(rho=rho, eps=eps)
+        rule, options = pytorch_adadelta_rule, dict(rho=rho, eps=eps)
 
-    use_fused = _choose_fused(fused, optimizer_class, parameters)
-    if use_fused:
-        options["fused"] = True
-    optimizer = optimizer_class(groups, lr=lr, **options)
-    if weight_decay_form != "grad" and not native_decoupled:
-        optimizer.register_step_pre_hook(_decay_weights_decoupled)
-    return optimizer
+    use_fused = _choose_fused(fused, rule, parameters)  # raises where fused=True has no kernel
+    if rule.__name__.removesuffix("_rule") in _FUSED_RULES:
+        options["fused"] = use_fused
+    if rule.__name__.startswith("pytorch_"):
+        options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
+    return Optimizer(groups, rule, dict(lr=lr, **options))
