@@ -55,7 +55,7 @@ def replace_atomically(path: Path, write) -> None:
 
 
 # the layout of a training checkpoint; a file of another layout (an older replicate) is refused
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: one optimizer buffer per parameter group, a padded row per seed
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -24,6 +24,10 @@ from torch.func import functional_call, vmap
 from replicate.models import build_model, initialize_like_sklearn
 
 
+# Elements per seed row of an optimizer buffer (SeedStack.flatten): a multiple of every SIMD vector width
+# (up to 64 bytes) and cache line, in elements of any dtype down to one byte.
+ROW_ALIGNMENT = 64
+
 # A parameter that is a view of a seed-major buffer (SeedStack.flatten) has gaps between its seeds, and
 # autograd warns once that adding a gradient into such a view in place breaks its layout preference;
 # that in-place addition is the design, and it costs no more than the copy autograd would make instead.
@@ -146,22 +150,26 @@ class SeedStack:
         return [name for name in self.leaves if decay_biases or not name.rsplit(".", 1)[-1].startswith("bias")]
 
     def flatten(self, groups: list[list[str]]) -> list[list[torch.Tensor]]:
-        """Move each group of parameters into one buffer holding, per seed, that group's numbers back to
-        back (and their gradients into a twin buffer); every parameter becomes a view of it. Returns, per
-        group, one tensor per seed, with its .grad, for the optimizer; `zero_grad` clears the gradients.
+        """Move each group of parameters into one (n_seeds, row) buffer holding, per seed, that group's
+        numbers back to back in a row of their own (and their gradients into a twin buffer); every
+        parameter becomes a view of it. Returns, per group, [buffer] with its .grad, for the optimizer;
+        `zero_grad` clears the gradients.
 
-        Why: a fused optimizer kernel runs a tensor in SIMD chunks plus a scalar tail that rounds
-        differently (PyTorch's fused Adam computes its float32 tail in double), so how a number rounds
-        depends on its position in the tensor the optimizer sees. Here the optimizer sees each seed's
-        buffer, laid out alike whether the seed trains alone or with others, so every seed's update is
-        bit for bit the same either way; and one tensor per seed instead of one per parameter makes
-        the optimizer step cheaper."""
+        Why: the optimizer's elementwise kernels run a tensor in SIMD chunks plus a scalar tail that may
+        round differently (PyTorch's fused Adam computes its float32 tail in double; a compiler may fuse
+        a scalar multiply-add). Rows are padded with zeros to a multiple of ROW_ALIGNMENT elements, a
+        whole number of vectors and cache lines for every dtype, so no number of any seed ever falls in
+        a tail, and each seed's update is bit for bit the same whether it trains alone or with others.
+        The padding stays zero: its gradient is zero, and every rule maps (p, g) = (0, 0) to 0. One
+        tensor per group instead of one per parameter (or seed) also makes the optimizer step cheap."""
         self._flat_grads, per_group = [], []
         for names in groups:
             # (n_seeds, ...) in the order the numbers sit in memory: NHWC for channels_last convolution weights
             stored = [self.param(name).detach() for name in names]
             stored = [leaf.permute(0, 1, 3, 4, 2) if self.channels_last and leaf.dim() == 5 else leaf for leaf in stored]
-            flat = torch.cat([leaf.reshape(self.n_seeds, -1) for leaf in stored], dim=1)
+            total = sum(leaf[0].numel() for leaf in stored)
+            flat = stored[0].new_zeros(self.n_seeds, -(-total // ROW_ALIGNMENT) * ROW_ALIGNMENT)
+            flat[:, :total] = torch.cat([leaf.reshape(self.n_seeds, -1) for leaf in stored], dim=1)
             grad = torch.zeros_like(flat)
             offset = 0
             for name, leaf in zip(names, stored):
@@ -173,11 +181,9 @@ class SeedStack:
                     views = [view[0] for view in views]
                 self.leaves[name].data, self.leaves[name].grad = views  # backward adds into the grad view in place
                 offset += size
-            per_seed = list(flat.unbind(0))
-            for buffer, buffer_grad in zip(per_seed, grad.unbind(0)):
-                buffer.grad = buffer_grad
+            flat.grad = grad
             self._flat_grads.append(grad)
-            per_group.append(per_seed)
+            per_group.append([flat])
         return per_group
 
     def gradient_norms(self) -> torch.Tensor:

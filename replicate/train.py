@@ -162,7 +162,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     steps = total_steps(cfg.train, order)
     decayed = stack.decayed(cfg.optimizer.decay_biases)
     undecayed = [name for name in stack.leaves if name not in decayed]
-    # the optimizer steps one buffer per seed and parameter group (see SeedStack.flatten); without
+    # the optimizer steps one buffer per parameter group, a row per seed (see SeedStack.flatten); without
     # weight decay, decayed and undecayed parameters are one group
     decay = applied["optimizer_weight_decay"]
     groups, decays = ([decayed, undecayed], [decay, 0.0]) if decay and decayed and undecayed else ([decayed + undecayed], [decay])
