@@ -59,6 +59,21 @@ sys.argv = ["replicate", *sys.argv[1:]]
 runpy.run_module("replicate", run_name="__main__", alter_sys=True)
 """
 IMPORT_TORCH = "import time, torch; print('BENCH_MARK', time.time(), flush=True)"
+# Hydra's own share of the start-up: an empty Hydra app over the same conf/ (schema, resolvers, the
+# same overrides and run directory), importing torch first, marks the start of its task function
+HYDRA_FLOOR_DRIVER = """
+import os, sys, time, torch, hydra
+from replicate.cli import conf_dir, register_resolvers
+from replicate.config import register_schema
+register_schema()
+register_resolvers()
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def task(cfg):
+    print("BENCH_MARK", time.time(), flush=True)
+    os._exit(0)
+sys.argv = ["replicate", *sys.argv[1:]]
+task()
+"""
 # for reference, the floor of a torch.optim training script: building a torch.optim class imports torch._dynamo
 IMPORT_TORCH_AND_OPTIMIZER = ("import time, torch; p = torch.zeros(1, requires_grad=True); o = torch.optim.Adam([p]); "
                               "p.sum().backward(); o.step(); print('BENCH_MARK', time.time(), flush=True)")
@@ -201,6 +216,8 @@ def measure_processes(settings: dict, workdir: str) -> dict:
     }
     if settings["default_run_steps"] is None:  # full mode: the references around the headline number
         candidates["import_torch_and_optimizer_s"] = lambda: run_process(["-c", IMPORT_TORCH_AND_OPTIMIZER], marker=True)
+        candidates["hydra_app_s"] = lambda: run_process(["-c", HYDRA_FLOOR_DRIVER, *one_step, f"hydra.run.dir={workdir}/hydra"],
+                                                        cwd=workdir, marker=True)
         candidates["one_step_run_s"] = lambda: run_process(["-m", "replicate", *one_step, f"hydra.run.dir={workdir}/one"],
                                                            cwd=workdir)
     samples = {name: [] for name in candidates}
@@ -218,6 +235,8 @@ def measure_processes(settings: dict, workdir: str) -> dict:
         startup["one_step_run_overhead_s"] = medians["one_step_run_s"] - import_torch
         floor = medians["import_torch_and_optimizer_s"]
         startup["torch_optim_first_step_overhead_s"] = None if floor is None else floor - import_torch
+        startup["hydra_overhead_s"] = medians["hydra_app_s"] - import_torch  # Hydra's imports and config composition
+        startup["beyond_hydra_s"] = None if first_step is None else first_step - medians["hydra_app_s"]
     steps = settings["default_run_steps"]
     default_run = ["-m", "replicate", f"hydra.run.dir={workdir}/default"] + ([f"train.steps={steps}"] if steps else [])
     return {"startup_overhead_s": startup,
@@ -355,7 +374,9 @@ def format_table(result: dict) -> str:
                              f"{roof['single_seed_fraction']:.2f}",
         "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')} − import torch "
                               f"{shown(startup['import_torch_s'], 's')}"
-                              + (f"; for reference, a bare torch.optim.Adam step costs "
+                              + (f"; of which an empty Hydra app over the same conf/ takes {shown(startup['hydra_overhead_s'], 's')} "
+                                 f"and replicate {shown(startup['beyond_hydra_s'], 's')}"
+                                 f"; for reference, a bare torch.optim.Adam step costs "
                                  f"{shown(startup['torch_optim_first_step_overhead_s'], 's')} over import torch; "
                                  f"whole 1-step run {shown(startup['one_step_run_s'], 's')}"
                                  if "one_step_run_s" in startup else "") + f" (median of {startup['repeats']})",
