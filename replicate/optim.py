@@ -100,7 +100,8 @@ class Optimizer:
             if group.get("weight_decay_form") == "decoupled_lr":
                 coefficient = group["lr"] * coefficient
             if coefficient != 0:
-                torch._foreach_mul_(params, 1 - coefficient)
+                for parameter in params:
+                    parameter.mul_(1 - coefficient)
             self.rule(self, group, params)
         return loss
 
