@@ -3,8 +3,9 @@
 Every parameter gets a leading seed axis. Models built only from nn.Linear layers and elementwise
 ops run with their Linear layers swapped for SeedLinear, whose batched matrix products are, seed by
 seed, the very products nn.Linear computes (bit for bit, checked in tests). Any other model runs
-under `torch.func.vmap`. The optimizer sees each seed's parameters as one buffer of its own, laid out
-as when the seed trains alone, so fused kernels round each seed's numbers as they would alone. Models
+under `torch.func.vmap`. The optimizer steps one buffer per parameter group, each seed's numbers in a
+zero-padded row of their own laid out as when the seed trains alone, so its kernels round each seed's
+numbers as they would alone (SeedStack.flatten). Models
 neither path can batch (aten::gru has no vmap rule) train one seed at a time through the same
 SeedStack interface.
 
@@ -187,7 +188,7 @@ class SeedStack:
         return per_group
 
     def gradient_norms(self) -> torch.Tensor:
-        """Each seed's global gradient norm, (n_seeds,): reduced seed by seed from its own buffers."""
+        """Each seed's global gradient norm, (n_seeds,): reduced seed by seed from its own rows."""
         return torch.stack([torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grad[m]) for grad in self._flat_grads]))
                             for m in range(self.n_seeds)])
 
