@@ -35,7 +35,7 @@ SEEDS = list(range(8))
 # steps and repeats per mode; tiny only proves every measurement runs (CI), its times mean little
 MODES = {
     "full": dict(loop_steps=500, loop_repeats=7, seed_steps=200, seed_repeats=5, gemm_repeats=5,
-                 float64_steps=200, process_repeats=5, default_run_steps=None),
+                 float64_steps=200, process_repeats=9, default_run_steps=None),
     "tiny": dict(loop_steps=20, loop_repeats=1, seed_steps=10, seed_repeats=1, gemm_repeats=2,
                  float64_steps=10, process_repeats=1, default_run_steps=5),
 }
@@ -225,18 +225,23 @@ def measure_processes(settings: dict, workdir: str) -> dict:
         for name in (list(candidates) if repeat % 2 == 0 else list(candidates)[::-1]):
             samples[name].append(candidates[name]())
     medians = {name: (statistics.median(values) if None not in values else None) for name, values in samples.items()}
-    first_step, import_torch = medians["first_step_s"], medians["import_torch_s"]
+    def paired(later: str, earlier: str) -> float | None:
+        """Median over repeats of one process's time minus the other's from the same round: launches drift
+        together on a shared machine, so a paired difference is steadier than a difference of medians."""
+        if None in samples[later] or None in samples[earlier]:
+            return None
+        return statistics.median(a - b for a, b in zip(samples[later], samples[earlier]))
+
     startup = {**medians, "repeats": settings["process_repeats"], "samples_s": samples,
                "method": "fresh processes, wall clock from launch to a printed time.time(): `import torch` prints "
                          "after the import; the CLI (python -c driver running replicate's __main__) prints when its "
-                         "first optimizer step returns, and exits",
-               "value": None if first_step is None else first_step - import_torch}
-    if "one_step_run_s" in medians:  # full mode: the whole 1-step run, and a torch.optim script's floor for reference
-        startup["one_step_run_overhead_s"] = medians["one_step_run_s"] - import_torch
-        floor = medians["import_torch_and_optimizer_s"]
-        startup["torch_optim_first_step_overhead_s"] = None if floor is None else floor - import_torch
-        startup["hydra_overhead_s"] = medians["hydra_app_s"] - import_torch  # Hydra's imports and config composition
-        startup["beyond_hydra_s"] = None if first_step is None else first_step - medians["hydra_app_s"]
+                         "first optimizer step returns, and exits; value: median of the per-round differences",
+               "value": paired("first_step_s", "import_torch_s")}
+    if "one_step_run_s" in medians:  # full mode: the whole 1-step run, Hydra's share, and a torch.optim script's floor
+        startup["one_step_run_overhead_s"] = paired("one_step_run_s", "import_torch_s")
+        startup["torch_optim_first_step_overhead_s"] = paired("import_torch_and_optimizer_s", "import_torch_s")
+        startup["hydra_overhead_s"] = paired("hydra_app_s", "import_torch_s")  # Hydra's imports and config composition
+        startup["beyond_hydra_s"] = paired("first_step_s", "hydra_app_s")
     steps = settings["default_run_steps"]
     default_run = ["-m", "replicate", f"hydra.run.dir={workdir}/default"] + ([f"train.steps={steps}"] if steps else [])
     return {"startup_overhead_s": startup,
@@ -372,14 +377,15 @@ def format_table(result: dict) -> str:
                              f"{roof['evaluation_flops_share']:.0%} of the run's FLOPs in evaluations) "
                              f"vs GEMM 1024³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; single seed "
                              f"{roof['single_seed_fraction']:.2f}",
-        "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')} − import torch "
+        "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')}, import torch "
                               f"{shown(startup['import_torch_s'], 's')}"
-                              + (f"; of which an empty Hydra app over the same conf/ takes {shown(startup['hydra_overhead_s'], 's')} "
-                                 f"and replicate {shown(startup['beyond_hydra_s'], 's')}"
+                              + (f"; an empty Hydra app over the same conf/ takes {shown(startup['hydra_overhead_s'], 's')} "
+                                 f"of it, replicate {shown(startup['beyond_hydra_s'], 's')}"
                                  f"; for reference, a bare torch.optim.Adam step costs "
                                  f"{shown(startup['torch_optim_first_step_overhead_s'], 's')} over import torch; "
                                  f"whole 1-step run {shown(startup['one_step_run_s'], 's')}"
-                                 if "one_step_run_s" in startup else "") + f" (median of {startup['repeats']})",
+                                 if "one_step_run_s" in startup else "")
+                              + f" (medians of {startup['repeats']} rounds; differences paired by round)",
         "default_run_s": default["note"],
     }
     lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
