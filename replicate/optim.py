@@ -32,6 +32,7 @@ import torch
 from torch.optim.adadelta import adadelta as pytorch_adadelta
 from torch.optim.adagrad import adagrad as pytorch_adagrad
 from torch.optim.adam import adam as pytorch_adam
+from torch.optim.adamw import adamw as pytorch_adamw
 from torch.optim.rmsprop import rmsprop as pytorch_rmsprop
 from torch.optim.sgd import sgd as pytorch_sgd
 
@@ -177,6 +178,12 @@ def _state(optimizer: Optimizer, params: list, initial: dict) -> list[dict]:
     return states
 
 
+def _fused(group: dict) -> dict:
+    """fused=True for the update function where the group uses the fused kernel; otherwise nothing, so the
+    call leaves the choice (foreach or for-loop) to PyTorch as its classes do."""
+    return {"fused": True} if group.get("fused") else {}
+
+
 def _zeros(parameter):
     return torch.zeros_like(parameter, memory_format=torch.preserve_format)
 
@@ -185,7 +192,7 @@ def pytorch_sgd_rule(optimizer, group, params):
     """torch.optim.SGD: b <- momentum*b + g (b = g on the first step); p <- p - lr*b (or g + momentum*b, Nesterov)."""
     momentum = group["momentum"]
     buffers = [optimizer.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
-    pytorch_sgd(params, [p.grad for p in params], buffers, foreach=group["foreach"], fused=group["fused"],
+    pytorch_sgd(params, [p.grad for p in params], buffers, foreach=group["foreach"], **_fused(group),
                 weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"], dampening=0.0,
                 nesterov=group["nesterov"], maximize=False)
     for parameter, buffer in zip(params, buffers):  # the update function creates the buffers on the first step
@@ -197,10 +204,10 @@ def pytorch_adam_rule(optimizer, group, params):
     states = _state(optimizer, params, {"step": lambda p: _step_counter(p, bool(group["fused"])),
                                         "exp_avg": _zeros, "exp_avg_sq": _zeros})
     beta1, beta2 = group["betas"]
-    pytorch_adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-                 [s["step"] for s in states], foreach=group["foreach"], fused=group["fused"],
-                 decoupled_weight_decay=group["decoupled"], amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+    update = pytorch_adamw if group["decoupled"] else pytorch_adam  # torch.optim.AdamW's function, or Adam's
+    update(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+           [s["step"] for s in states], foreach=group["foreach"], **_fused(group), amsgrad=False, beta1=beta1, beta2=beta2,
+           lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
 def pytorch_rmsprop_rule(optimizer, group, params):
@@ -225,7 +232,7 @@ def pytorch_adagrad_rule(optimizer, group, params):
         "step": lambda p: _step_counter(p, bool(group["fused"])),
         "sum": lambda p: torch.full_like(p, start, memory_format=torch.preserve_format)})
     pytorch_adagrad(params, [p.grad for p in params], [s["sum"] for s in states], [s["step"] for s in states],
-                    fused=group["fused"], foreach=group["foreach"], lr=group["lr"], weight_decay=group["weight_decay"],
+                    **_fused(group), foreach=group["foreach"], lr=group["lr"], weight_decay=group["weight_decay"],
                     lr_decay=0.0, eps=group["eps"], maximize=False)
 
 
