@@ -55,8 +55,7 @@ _NATIVE_FORMS = {
     "adadelta": {"momentum_form": ("lr_outside",), "eps_placement": ("inside_sqrt",)},
 }
 
-# PyTorch update functions that have a fused kernel, and the devices whose fused kernels we rely on.
-_FUSED_RULES = ("pytorch_sgd", "pytorch_adam", "pytorch_adagrad")
+# devices whose fused optimizer kernels we rely on
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
@@ -337,6 +336,10 @@ def epsilon_inside_sqrt_rmsprop_rule(optimizer, group, params):
         parameter.sub_(buffer)
 
 
+# the rules whose PyTorch update function has a fused kernel
+_FUSED_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_adagrad_rule)
+
+
 def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | None = None) -> None:
     if value not in allowed:
         where = f" for {name}" if name else ""
@@ -345,7 +348,7 @@ def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | N
 
 def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None:
     """True to pass fused=True, None to let PyTorch pick foreach or its for-loop."""
-    eligible = rule.__name__.removesuffix("_rule") in _FUSED_RULES and all(
+    eligible = rule in _FUSED_RULES and all(
         parameter.is_floating_point() and parameter.device.type in _FUSED_DEVICES for parameter in parameters
     )
     if requested and not eligible:
@@ -462,7 +465,7 @@ def build_optimizer(
         rule, options = pytorch_adadelta_rule, dict(rho=rho, eps=eps)
 
     use_fused = _choose_fused(fused, rule, parameters)  # raises where fused=True has no kernel
-    if rule.__name__.removesuffix("_rule") in _FUSED_RULES:
+    if rule in _FUSED_RULES:
         options["fused"] = use_fused
     if rule.__name__.startswith("pytorch_"):
         options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
