@@ -148,8 +148,8 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
 
 def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
                 checkpoint: dict | None = None) -> list[SeedResult]:
-    """Train `seeds` together (vectorize) or the single seed given. checkpoint: {"path", "every" (steps),
-    "fingerprint"}: the state is saved every `every` steps and training resumes from the file if present."""
+    """Train `seeds` together (vectorize) or the single seed given. progress: anything with update(n),
+    advanced by one per seed per step. checkpoint: {"path", "every" (steps), "fingerprint"}: the state is saved every `every` steps and training resumes from the file if present."""
     started = time.perf_counter()
     dtype, device = data.x_train.dtype, data.x_train.device
     applied = plan.applied
@@ -196,7 +196,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         objectives[:, :start].copy_(saved["objectives"])
         batch_sizes = list(saved["batch_sizes"])
         if progress is not None:
-            progress.update(start)
+            progress.update(start * len(seeds))  # progress counts seed-steps
     world, rank = world_and_rank()
     if world > 1:
         stack.distribute(device)
@@ -278,7 +278,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 "objectives": objectives[:, :step + 1], "batch_sizes": batch_sizes, "last_point": last_point,
                 "curves": curves})
         if progress is not None:
-            progress.update(1)
+            progress.update(n_seeds)
 
     done = step + 1  # steps taken (fewer than `steps` when every seed diverged)
     diverged_at = diverged_so_far(done)

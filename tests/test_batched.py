@@ -89,3 +89,18 @@ def test_models_vmap_cannot_batch_fall_back_to_the_sequential_loop(tmp_path):
     report = run_in_process(["paper=mnist1d_gru", "seeds=2", "train.steps=2", "logger=none"], tmp_path)
     assert report["training_path"] == "sequential"
     assert "training path: sequential" in (tmp_path / "report.md").read_text()
+
+
+def test_progress_counts_one_per_seed_per_step_on_both_paths():
+    """The CLI's bar has steps × seeds in total; a batched step advances it by the number of seeds."""
+    import io
+
+    from tqdm import tqdm
+
+    cfg = compose(["paper=mnist1d_mlp", "train.steps=12"])
+    data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
+    plan = make_plan(cfg, n_train=len(data.y_train))
+    for vectorize, seeds in ((True, SEEDS), (False, [0])):
+        bar = tqdm(total=12 * len(seeds), file=io.StringIO())
+        train_seeds(cfg, data, plan, seeds, vectorize=vectorize, progress=bar)
+        assert bar.n == 12 * len(seeds), (vectorize, bar.n)
