@@ -1,9 +1,9 @@
 """The training loop, written out: one seed, or several seeds trained together as one computation.
 
-Seeds train together by stacking every parameter along a leading seed axis and running the model
-through `torch.func.vmap`. Each seed keeps its own initialisation and data order, and the loss is
-the sum over seeds of each seed's own loss, so each seed's gradient is exactly its solo gradient.
-Models vmap cannot batch fall back to a sequential loop over seeds through the same code.
+Seeds train together as a SeedStack (replicate/seeds.py: every parameter on a leading seed axis).
+Each seed keeps its own initialisation and data order, and the loss is the sum over seeds of each
+seed's own loss, so each seed's gradient is exactly its solo gradient. Models that cannot be batched
+train one seed at a time through the same code.
 
     results = train_seeds(cfg, data, plan, seeds=[0, 1, 2], vectorize=True)
 """
@@ -149,7 +149,8 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
 def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
                 checkpoint: dict | None = None) -> list[SeedResult]:
     """Train `seeds` together (vectorize) or the single seed given. progress: anything with update(n),
-    advanced by one per seed per step. checkpoint: {"path", "every" (steps), "fingerprint"}: the state is saved every `every` steps and training resumes from the file if present."""
+    advanced by one per seed per step. checkpoint: {"path", "every" (steps), "fingerprint"}: the state
+    is saved every `every` steps and training resumes from the file if present."""
     started = time.perf_counter()
     dtype, device = data.x_train.dtype, data.x_train.device
     applied = plan.applied
@@ -196,7 +197,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         objectives[:, :start].copy_(saved["objectives"])
         batch_sizes = list(saved["batch_sizes"])
         if progress is not None:
-            progress.update(start * len(seeds))  # progress counts seed-steps
+            progress.update(start * n_seeds)  # progress counts seed-steps
     world, rank = world_and_rank()
     if world > 1:
         stack.distribute(device)

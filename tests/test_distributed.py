@@ -122,7 +122,7 @@ def test_reduced_precision_and_determinism_switches_run_and_are_recorded(tmp_pat
 
 def test_fp16_trains_with_loss_scaling_on_cpu(tmp_path):
     # float16 autocast needs GradScaler: the loss is scaled up for backward and the gradients unscaled
-    # (in the per-seed optimizer buffers) before clipping and the step
+    # (in the optimizer buffers) before clipping and the step
     from conftest import run_in_process
 
     report = run_in_process(["paper=mnist1d_mlp", "seeds=2", "train.steps=40", "logger=none", "train.precision=fp16",
