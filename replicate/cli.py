@@ -210,14 +210,15 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate.data import BatchOrder, load_dataset
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
+    from replicate.runtime import intra_op_threads, reuse_freed_memory
     from replicate.seeds import batching_method, can_vectorize
     from replicate.train import total_steps
     from replicate.verdict import judge
 
     started = time.perf_counter()
     check_config(cfg)
-    threads = cfg.runtime.threads or 1  # small models are overhead-bound: one thread per process avoids spin-waits
-    torch.set_num_threads(threads)
+    allocator = reuse_freed_memory() if cfg.runtime.reuse_memory else "system default"
+    torch.set_num_threads(cfg.runtime.threads or 1)  # until the training path is known
     device = resolve_device(cfg.device)
     world, rank, device, run_dir = start_distributed(device, run_dir)
     if cfg.train.batch_size < world * cfg.train.accum_steps:
@@ -236,6 +237,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         return {}
     batched = str(cfg.train.batched).lower()
     vectorize = len(seeds) > 1 and batched != "false" and (batched == "true" or can_vectorize(cfg.model, data, dtype))
+    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device)
+    torch.set_num_threads(threads)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
@@ -278,7 +281,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         "execution": {"world_size": world, "backend": ("nccl" if device.type == "cuda" else "gloo") if world > 1 else None,
                       "accum_steps": cfg.train.accum_steps, "precision": cfg.train.precision,
                       "deterministic": cfg.train.deterministic, "channels_last": cfg.train.channels_last,
-                      "threads": threads, "device": str(device)},
+                      "threads": threads, "allocator": allocator, "device": str(device)},
         "data": data.description,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,

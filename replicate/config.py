@@ -155,7 +155,10 @@ class TrainConfig:
 
 @dataclass
 class RuntimeConfig:
-    threads: Optional[int] = None  # intra-op threads; None: 1 per process on CPU (small models are overhead-bound)
+    # intra-op threads; None: 1, except seeds batched on the CPU: one per seed up to the cores available
+    # (replicate.runtime.intra_op_threads says why)
+    threads: Optional[int] = None
+    reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True
 
 

@@ -6,6 +6,7 @@ from conftest import run_in_process
 from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.plan import make_plan
+from replicate.runtime import intra_op_threads
 from replicate.seeds import can_vectorize
 from replicate.train import train_seeds
 
@@ -14,19 +15,25 @@ SEEDS = [0, 1, 2]
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """The CLI's default (runtime.threads=1). With more threads the BLAS splits a product by its shape,
-    so a 3-seed and a 1-seed product may sum in different orders (see the two-thread test below)."""
+    """One intra-op thread unless a test sets more (the CLI's default for a seed trained alone)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-def batched_and_alone(overrides, dtype, steps):
+# what the CLI gives SEEDS trained together here: one thread per seed, up to the cores available
+DEFAULT_BATCHED_THREADS = intra_op_threads(None, batched_seeds=len(SEEDS), device=torch.device("cpu"))
+
+
+def batched_and_alone(overrides, dtype, steps, batched_threads=1):
+    """SEEDS trained together with `batched_threads` intra-op threads, then each alone with one."""
     cfg = compose([*overrides, f"train.dtype={dtype}", f"train.steps={steps}"])
     data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
     plan = make_plan(cfg, n_train=len(data.y_train))
+    torch.set_num_threads(batched_threads)
     together = train_seeds(cfg, data, plan, SEEDS, vectorize=True)
+    torch.set_num_threads(1)
     alone = [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
     assert [result.path for result in together] == ["batched"] * 3
     return together, alone
@@ -60,17 +67,24 @@ def identical(together, alone):
         and all(a.metrics == b.metrics and a.curve == b.curve for a, b in zip(together, alone))
 
 
+@pytest.mark.parametrize("batched_threads", sorted({1, DEFAULT_BATCHED_THREADS}))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("setup", LINEAR)
-def test_seeds_together_are_bit_for_bit_the_seeds_alone(setup, dtype):
-    # float32 too, and over enough steps for Adam to magnify any 1-ulp difference into a visible one
-    together, alone = batched_and_alone(LINEAR[setup], dtype, steps=60)
+def test_seeds_together_are_bit_for_bit_the_seeds_alone(setup, dtype, batched_threads):
+    # float32 too, and over enough steps for Adam to magnify any 1-ulp difference into a visible one;
+    # together at one thread and at the CLI's default for batched seeds, alone at one (its default)
+    together, alone = batched_and_alone(LINEAR[setup], dtype, steps=60, batched_threads=batched_threads)
     assert identical(together, alone), largest_abs(together, alone)
 
 
-def test_with_two_threads_seeds_together_agree_with_seeds_alone_to_rounding():
+def test_with_two_threads_for_every_run_seeds_together_agree_with_seeds_alone_to_rounding():
+    # runtime.threads=2 gives solo runs two threads too; the BLAS then splits a solo product by its shape
     torch.set_num_threads(2)
-    together, alone = batched_and_alone(LINEAR["sgd momentum, coupled decay, clipping"], "float64", steps=25)
+    cfg = compose([*LINEAR["sgd momentum, coupled decay, clipping"], "train.dtype=float64", "train.steps=25"])
+    data = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+    plan = make_plan(cfg, n_train=len(data.y_train))
+    together = train_seeds(cfg, data, plan, SEEDS, vectorize=True)
+    alone = [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
     assert largest_abs(together, alone) <= 1e-12
 
 

@@ -1,0 +1,62 @@
+"""How a replicate process uses its CPU: the intra-op thread count and the C allocator's reuse of memory.
+
+    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=5, device=torch.device("cpu"))
+    allocator = reuse_freed_memory()  # before training; says what it set, in words for the report
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# Blocks up to this size come from the heap and are reused after free. glibc's own default starts at
+# 128 KiB and rises only as far as blocks freed so far; this is the top of that range on 64-bit.
+MMAP_THRESHOLD = 32 << 20
+# Free memory at the top of the heap kept for reuse instead of being returned to the kernel.
+TRIM_THRESHOLD = 256 << 20
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: what SLURM or taskset granted), shared
+    evenly among torchrun's processes on the node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def intra_op_threads(requested: int | None, *, batched_seeds: int, device) -> int:
+    """runtime.threads if set. Otherwise one thread, except for seeds batched on the CPU: those get as many
+    threads as seeds, up to the cores available.
+
+    Why: one seed's small ops are overhead-bound, and a second thread only adds synchronisation. A batched
+    step's products and elementwise ops are several times larger, so they split well. The limit to the seed
+    count keeps seeds bit for bit the seeds alone: with no more threads than seeds, the batched products
+    of PyTorch's CPU BLAS came out as the one-thread solo products, in every setup tests/test_batched.py
+    trains (measured up to 8 threads on 8 seeds); with 4 threads on 3 seeds, float64 results differed
+    in the last bit."""
+    if requested is not None:
+        return requested
+    if device.type != "cpu" or batched_seeds < 2:
+        return 1
+    return max(1, min(available_cores(), batched_seeds))
+
+
+def reuse_freed_memory() -> str:
+    """Have glibc keep freed tensor memory for the next tensor instead of unmapping it.
+
+    By default, glibc serves each block above its mmap threshold with a fresh mapping and unmaps it on
+    free. A batched step or evaluation allocates activations of 0.3–2 MB each, so every new tensor then
+    costs a page fault per 4 KiB page: about a third of a batched evaluation's time on the 2-core machine
+    (README, Performance). This raises the threshold and the heap-trim threshold, as jemalloc or tcmalloc
+    would behave. It changes where numbers live, never their values. Returns what was set, for the
+    report. Only the CLI and the bench call it: importing replicate changes nothing."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "system default (not glibc)"
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "system default (mallopt not found)"
+    if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return "system default (mallopt refused)"
+    return f"glibc, freed memory reused: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
