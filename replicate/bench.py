@@ -5,18 +5,21 @@ and reported as medians, so load drift on a small shared machine mostly cancels.
 default run are fresh subprocesses. Every number is printed next to its target; a benchmark reports,
 it never fails on a time.
 
-    python -m replicate.bench                       # mode=full, format=table, 1 thread
+    python -m replicate.bench                       # mode=full, format=table, the CLI's thread counts
     python -m replicate.bench mode=tiny format=json # seconds: checks that everything runs (CI)
 
 Metrics (targets for a 2-core CPU):
   loop_speedup        our single-seed loop vs a textbook DataLoader + torch.optim.Adam loop   ≥ 1.7
   seeds_speedup       8 seeds batched vs 8 sequential runs of our loop                        ≥ 3
-  roofline_fraction   FLOP/s of the batched run vs a 1024³ fp32 GEMM, same threads           ≥ 0.30
+  roofline_fraction   FLOP/s of the batched run vs a 1024³ fp32 GEMM, same threads            ≥ 0.30
   startup_overhead_s  `python -m replicate` to its first optimizer step − `import torch`      ≤ 0.5 s
   default_run_s       `python -m replicate` with its defaults (wandb offline)                 ≤ 60 s
 plus an equality check: per-seed parameters of the batched run vs the sequential runs.
-threads=<n> sets torch.set_num_threads for the in-process measurements (default: the config's
-runtime.threads, i.e. 1); the subprocesses run the CLI with its own defaults.
+Each in-process measurement runs at the thread count the CLI would give it (replicate.runtime):
+one thread for a seed alone, one per seed up to the cores for the 8 batched seeds; seeds_speedup also
+reports the sequential runs at the batched thread count. threads=<n> sets every in-process
+measurement to n threads instead. The allocator is set as the CLI sets it; the subprocesses run the
+CLI with its own defaults.
 """
 from __future__ import annotations
 
@@ -105,7 +108,7 @@ def parse_arguments(argv: list[str]) -> dict:
     return options
 
 
-def describe_machine(torch, threads: int) -> dict:
+def describe_machine(torch, threads: dict, allocator: str) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -115,7 +118,7 @@ def describe_machine(torch, threads: int) -> dict:
     info = torch.__config__.parallel_info().splitlines()
     blas = next((line.strip() for line in info if "Math Kernel Library" in line or "OpenBLAS" in line), "unknown")
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
-            "device": "cpu", "python": platform.python_version(), "platform": platform.platform(),
+            "allocator": allocator, "device": "cpu", "python": platform.python_version(), "platform": platform.platform(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
             "parallel_backend": next((line.split(":", 1)[1].strip() for line in info if line.startswith("ATen parallel")), ""),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg()[0]}
@@ -251,8 +254,9 @@ def measure_processes(settings: dict, workdir: str) -> dict:
                               else f"tiny mode: a {steps}-step run of the default, not comparable to the target"}}
 
 
-def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]:
-    """loop_speedup, seeds_speedup and roofline_fraction, then the equality check; one process, one thread count."""
+def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict]:
+    """loop_speedup, seeds_speedup and roofline_fraction, then the equality check, in one process.
+    threads: {"single_seed": n, "batched": m}, the intra-op threads of a seed alone and of batched seeds."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from replicate.config import compose
@@ -263,15 +267,20 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
 
     def setup(steps: int, dtype: str = "float32"):
         cfg = compose(["paper=mnist1d_mlp", "logger=none", "runtime.progress=false", f"train.steps={steps}",
-                       f"train.eval_every={evaluation_interval(steps)}", f"train.dtype={dtype}", f"runtime.threads={threads}"])
+                       f"train.eval_every={evaluation_interval(steps)}", f"train.dtype={dtype}"])
         data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
         return cfg, data, make_plan(cfg, n_train=len(data.y_train))
 
-    def train_sequential(cfg, data, plan) -> list:  # 8 runs of our loop, one seed each
+    def train_sequential(cfg, data, plan, count: int = threads["single_seed"]) -> list:  # 8 runs of our loop, one seed each
+        torch.set_num_threads(count)
         return [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
 
+    def train_batched(cfg, data, plan) -> list:
+        torch.set_num_threads(threads["batched"])
+        return train_seeds(cfg, data, plan, SEEDS, vectorize=True)
+
     def batched_and_sequential(cfg, data, plan) -> tuple[list, list]:
-        return train_seeds(cfg, data, plan, SEEDS, vectorize=True), train_sequential(cfg, data, plan)
+        return train_batched(cfg, data, plan), train_sequential(cfg, data, plan)
 
     def run_flops(cfg, data, plan, seeds: list[int]) -> int:  # everything a timed run computes: steps and evaluations
         with FlopCounterMode(display=False) as counter:
@@ -287,13 +296,15 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
 
     gemm_a, gemm_b, gemm_out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
 
-    def gemm_seconds() -> list[float]:  # the ceiling: a large fp32 GEMM, same process and threads
+    def gemm_seconds(count: int) -> list[float]:  # the ceiling: a large fp32 GEMM, same process, `count` threads
+        torch.set_num_threads(count)
         multiply = {"gemm": lambda: torch.mm(gemm_a, gemm_b, out=gemm_out)}
         return interleaved(multiply, settings["gemm_repeats"])["gemm"]
 
     # our single-seed loop vs the textbook loop: same model, steps, batch size and threads
     loop_steps = settings["loop_steps"]
     cfg, data, plan = setup(loop_steps)
+    torch.set_num_threads(threads["single_seed"])
     loop = interleaved({
         "ours": lambda: train_seeds(cfg, data, plan, [0], vectorize=False),
         "textbook": lambda: textbook_loop(torch, data, loop_steps, eval_every=evaluation_interval(loop_steps)),
@@ -305,26 +316,36 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
                                 "textbook_samples_per_s": examples / textbook_s, "steps": loop_steps,
                                 "batch_size": cfg.train.batch_size, "repeats": settings["loop_repeats"], "samples_s": loop}}
 
-    # 8 seeds batched vs 8 sequential runs, the GEMM ceiling measured before and after
+    # 8 seeds batched vs 8 sequential runs (also at the batched thread count, if that differs), the GEMM
+    # ceiling at each thread count measured before and after
     steps = settings["seed_steps"]
     cfg, data, plan = setup(steps)
-    gemm, last = gemm_seconds(), {}
-    seeds = interleaved({
-        "batched": lambda: last.update(batched=train_seeds(cfg, data, plan, SEEDS, vectorize=True)),
-        "sequential": lambda: last.update(sequential=train_sequential(cfg, data, plan)),
-    }, settings["seed_repeats"])
-    gemm += gemm_seconds()
-    batched_s, sequential_s = statistics.median(seeds["batched"]), statistics.median(seeds["sequential"])
+    counts = sorted(set(threads.values()))
+    gemm, last = {count: gemm_seconds(count) for count in counts}, {}
+    candidates = {"batched": lambda: last.update(batched=train_batched(cfg, data, plan)),
+                  "sequential": lambda: last.update(sequential=train_sequential(cfg, data, plan))}
+    if threads["batched"] != threads["single_seed"]:
+        candidates["sequential_at_batched_threads"] = lambda: train_sequential(cfg, data, plan, threads["batched"])
+    seeds = interleaved(candidates, settings["seed_repeats"])
+    for count in counts:
+        gemm[count] += gemm_seconds(count)
+    medians = {name: statistics.median(samples) for name, samples in seeds.items()}
+    batched_s, sequential_s = medians["batched"], medians["sequential"]
+    sequential_same_s = medians.get("sequential_at_batched_threads", sequential_s)
     metrics["seeds_speedup"] = {"value": sequential_s / batched_s, "batched_s": batched_s, "sequential_s": sequential_s,
-                                "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"], "samples_s": seeds}
-    gemm_flops_per_s = 2 * 1024 ** 3 / statistics.median(gemm)
+                                "at_equal_threads": sequential_same_s / batched_s, "sequential_at_batched_threads_s": sequential_same_s,
+                                "threads": threads, "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"],
+                                "samples_s": seeds}
+    gemm_flops_per_s = {count: 2 * 1024 ** 3 / statistics.median(samples) for count, samples in gemm.items()}
     batched_flops, step = run_flops(cfg, data, plan, SEEDS), step_flops(cfg, data, SEEDS)
     achieved = batched_flops / batched_s
     metrics["roofline_fraction"] = {
-        "value": achieved / gemm_flops_per_s, "achieved_flops_per_s": achieved, "gemm_flops_per_s": gemm_flops_per_s,
+        "value": achieved / gemm_flops_per_s[threads["batched"]], "achieved_flops_per_s": achieved,
+        "gemm_flops_per_s": gemm_flops_per_s[threads["batched"]], "threads": threads["batched"],
         "flops_per_run": batched_flops, "flops_per_step": step, "evaluation_flops_share": 1 - step * steps / batched_flops,
-        "gemm": "1024³ fp32 torch.mm, median of repeats before and after",
-        "single_seed_fraction": single_seed_flops / ours_s / gemm_flops_per_s,
+        "gemm": "1024³ fp32 torch.mm at the batched run's threads, median of repeats before and after",
+        "single_seed_fraction": single_seed_flops / ours_s / gemm_flops_per_s[threads["single_seed"]],
+        "single_seed_gemm_flops_per_s": gemm_flops_per_s[threads["single_seed"]],
         "note": "FLOPs: FlopCounterMode over an untimed run identical to the timed one (training steps and "
                 "evaluations; optimizer updates are not counted); time: the median timed batched run"}
 
@@ -337,11 +358,12 @@ def measure_in_process(torch, settings: dict, threads: int) -> tuple[dict, dict]
 
     float64_steps = settings["float64_steps"]
     vmap_cfg = compose(["paper=mnist1d_cnn", "logger=none", "runtime.progress=false", f"train.steps={float64_steps}",
-                        "train.dtype=float64", f"runtime.threads={threads}"])
+                        "train.dtype=float64"])
     vmap_data = load_dataset(vmap_cfg.data, dtype=torch.float64, device="cpu")
     equality = {
-        "definition": "per-seed final parameters, 8 seeds batched vs 8 sequential runs of the MNIST-1D MLP; "
-                      "relative = max|Δ| / max|θ| of the same tensor, maximised over tensors and seeds",
+        "definition": f"per-seed final parameters, 8 seeds batched ({threads['batched']} thread(s)) vs 8 sequential runs "
+                      f"({threads['single_seed']} thread(s)) of the MNIST-1D MLP; relative = max|Δ| / max|θ| of the same "
+                      "tensor, maximised over tensors and seeds",
         "float32": compared(last["batched"], last["sequential"], steps, FLOAT32_TOLERANCE),
         "float64": compared(*batched_and_sequential(*setup(float64_steps, "float64")), float64_steps, FLOAT64_TOLERANCE),
         # not part of the pass/fail: the CNN runs under torch.func.vmap, whose batched convolutions round differently
@@ -371,11 +393,16 @@ def format_table(result: dict) -> str:
     details = {
         "loop_speedup": f"ours {loop['ours_samples_per_s']:,.0f} samples/s vs textbook {loop['textbook_samples_per_s']:,.0f} "
                         f"({loop['steps']} steps, batch 100, median of {loop['repeats']})",
-        "seeds_speedup": f"{seeds['seeds']} seeds × {seeds['steps']} steps: batched {seeds['batched_s']:.2f} s, "
-                         f"sequential {seeds['sequential_s']:.2f} s (median of {seeds['repeats']})",
+        "seeds_speedup": f"{seeds['seeds']} seeds × {seeds['steps']} steps: batched {seeds['batched_s']:.2f} s "
+                         f"({seeds['threads']['batched']} thread(s)), sequential {seeds['sequential_s']:.2f} s "
+                         f"({seeds['threads']['single_seed']} thread(s))"
+                         + (f"; sequential at {seeds['threads']['batched']} threads {seeds['sequential_at_batched_threads_s']:.2f} s, "
+                            f"{seeds['at_equal_threads']:.2f}× at equal threads"
+                            if seeds["threads"]["batched"] != seeds["threads"]["single_seed"] else "")
+                         + f" (median of {seeds['repeats']})",
         "roofline_fraction": f"{roof['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s ({roof['flops_per_step'] / 1e6:.1f} MFLOP/step, "
                              f"{roof['evaluation_flops_share']:.0%} of the run's FLOPs in evaluations) "
-                             f"vs GEMM 1024³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s; single seed "
+                             f"vs GEMM 1024³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, both at {roof['threads']} thread(s); single seed "
                              f"{roof['single_seed_fraction']:.2f}",
         "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')}, import torch "
                               f"{shown(startup['import_torch_s'], 's')}"
@@ -389,7 +416,8 @@ def format_table(result: dict) -> str:
         "default_run_s": default["note"],
     }
     lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-             f"{machine['threads']} thread(s), {machine['device']} ({machine['cpu_capability']}), python {machine['python']}; load average "
+             f"{machine['threads']['single_seed']} thread(s) for a seed alone and {machine['threads']['batched']} for "
+             f"{len(SEEDS)} batched seeds, {machine['device']} ({machine['cpu_capability']}), python {machine['python']}; load average "
              f"{machine['load_average_before']:.2f} before, {machine['load_average_after']:.2f} after"
              + (" (busy: load above the core count, times inflated)" if machine["busy"] else "")
              + ("; tiny mode: few steps and repeats, the numbers only show that each measurement runs"
@@ -415,11 +443,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = MODES[options["mode"]]
     import torch
 
-    from replicate.config import compose
+    from replicate.runtime import intra_op_threads, reuse_freed_memory
 
-    threads = options["threads"] or compose(["paper=mnist1d_mlp"]).runtime.threads or 1  # the CLI's default: 1
-    torch.set_num_threads(threads)
-    machine = describe_machine(torch, torch.get_num_threads())
+    allocator = reuse_freed_memory()  # as the CLI does
+    cpu = torch.device("cpu")
+    threads = {"single_seed": options["threads"] or intra_op_threads(None, batched_seeds=1, device=cpu),
+               "batched": options["threads"] or intra_op_threads(None, batched_seeds=len(SEEDS), device=cpu)}
+    machine = describe_machine(torch, threads, allocator)
     started = time.perf_counter()
     metrics, equality = measure_in_process(torch, settings, threads)  # also caches MNIST-1D for the subprocesses
     with tempfile.TemporaryDirectory(prefix="replicate-bench-") as workdir:

@@ -4,6 +4,7 @@ Times are never asserted: this machine is shared and small; the benchmark report
 """
 import json
 import math
+import os
 
 import pytest
 
@@ -20,7 +21,9 @@ def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_
     machine = result["machine"]
     for key in ("cpu", "cores", "torch", "threads", "device", "load_average_before", "load_average_after"):
         assert machine[key] not in (None, ""), key
-    assert machine["threads"] == 1  # the CLI's default: one intra-op thread per process
+    # the CLI's defaults: one intra-op thread for a seed alone, one per seed up to the cores when batched
+    assert machine["threads"] == {"single_seed": 1, "batched": min(len(os.sched_getaffinity(0)), 8)}
+    assert machine["allocator"].startswith("glibc, freed memory reused")
 
     for name in METRICS:
         metric = result["metrics"][name]
