@@ -7,11 +7,12 @@ it never fails on a time.
 
     python -m replicate.bench                       # mode=full, format=table, the CLI's thread counts
     python -m replicate.bench mode=tiny format=json # seconds: checks that everything runs (CI)
+    python -m replicate.bench device=cuda           # on a GPU: data, models and the GEMM ceiling on the device
 
 Metrics (targets for a 2-core CPU):
   loop_speedup        our single-seed loop vs a textbook DataLoader + torch.optim.Adam loop   ≥ 1.7
   seeds_speedup       8 seeds batched vs 8 sequential runs of our loop                        ≥ 3
-  roofline_fraction   FLOP/s of the batched run vs a 1024³ fp32 GEMM, same threads            ≥ 0.30
+  roofline_fraction   FLOP/s of the batched run vs a large fp32 GEMM, same threads, device     ≥ 0.30
   startup_overhead_s  `python -m replicate` to its first optimizer step − `import torch`      ≤ 0.5 s
   default_run_s       `python -m replicate` with its defaults (wandb offline)                 ≤ 60 s
 plus an equality check: per-seed parameters of the batched run vs the sequential runs.
@@ -19,7 +20,7 @@ Each in-process measurement runs at the thread count the CLI would give it (repl
 one thread for a seed alone, one per seed up to the cores for the 8 batched seeds; seeds_speedup also
 reports the sequential runs at the batched thread count. threads=<n> sets every in-process
 measurement to n threads instead. The allocator is set as the CLI sets it; the subprocesses run the
-CLI with its own defaults.
+CLI with its own defaults on the same device.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-USAGE = "usage: python -m replicate.bench [format=table|json] [mode=full|tiny] [threads=<n>]"
+USAGE = "usage: python -m replicate.bench [format=table|json] [mode=full|tiny] [threads=<n>] [device=cpu|cuda[:<i>]]"
 SEEDS = list(range(8))
 # steps and repeats per mode; tiny only proves every measurement runs (CI), its times mean little
 MODES = {
@@ -104,14 +105,15 @@ def fail(message: str) -> None:
 
 
 def parse_arguments(argv: list[str]) -> dict:
-    options = {"format": "table", "mode": "full", "threads": None}
+    options = {"format": "table", "mode": "full", "threads": None, "device": "cpu"}
     for argument in argv:
         if argument in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
         key, separator, value = argument.partition("=")
         if not separator or key not in options:
-            fail(f"unknown argument {argument!r}; allowed: format=table|json, mode=full|tiny, threads=<n>")
+            fail(f"unknown argument {argument!r}; allowed: format=table|json, mode=full|tiny, threads=<n>, "
+                 "device=cpu|cuda[:<i>]")
         if key == "format" and value not in ("table", "json"):
             fail(f"format must be table or json, got {value!r}")
         if key == "mode" and value not in MODES:
@@ -120,11 +122,14 @@ def parse_arguments(argv: list[str]) -> dict:
             if not value.isdigit() or int(value) < 1:
                 fail(f"threads must be a positive integer, got {value!r}")
             value = int(value)
+        if key == "device" and not (value == "cpu" or value == "cuda" or
+                                    (value.startswith("cuda:") and value[5:].isdigit())):
+            fail(f"device must be cpu, cuda or cuda:<index>, got {value!r}")
         options[key] = value
     return options
 
 
-def describe_machine(torch, threads: dict, allocator: str) -> dict:
+def describe_machine(torch, device, threads: dict, allocator: str) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -134,39 +139,46 @@ def describe_machine(torch, threads: dict, allocator: str) -> dict:
     info = torch.__config__.parallel_info().splitlines()
     blas = next((line.strip() for line in info if "Math Kernel Library" in line or "OpenBLAS" in line), "unknown")
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads,
-            "allocator": allocator, "device": "cpu", "python": platform.python_version(), "platform": platform.platform(),
+            "allocator": allocator, "device": str(device), "python": platform.python_version(), "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
             "parallel_backend": next((line.split(":", 1)[1].strip() for line in info if line.startswith("ATen parallel")), ""),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg()[0]}
 
 
-def interleaved(candidates: dict, repeats: int) -> dict:
-    """Seconds per call of each candidate: one discarded warm-up each, then A B, B A, ... ; all samples."""
+def interleaved(candidates: dict, repeats: int, synchronize=lambda: None) -> dict:
+    """Seconds per call of each candidate: one discarded warm-up each, then A B, B A, ... ; all samples.
+    synchronize: waits for the device's queued work (a GPU's kernels run after the call returns)."""
     for run in candidates.values():
         run()
     samples = {name: [] for name in candidates}
     for repeat in range(repeats):
         names = list(candidates) if repeat % 2 == 0 else list(candidates)[::-1]
         for name in names:
+            synchronize()
             started = time.perf_counter()
             candidates[name]()
+            synchronize()
             samples[name].append(time.perf_counter() - started)
     return samples
 
 
 def textbook_loop(torch, data, steps: int, eval_every: int, seed: int = 0) -> None:
     """The loop of a PyTorch tutorial: DataLoader over a TensorDataset, default Adam, nn.CrossEntropyLoss;
-    evaluated on our loop's schedule (test set every eval_every steps, then train and test at the end)."""
+    evaluated on our loop's schedule (test set every eval_every steps, then train and test at the end).
+    On a GPU, as tutorials do it: the dataset stays in host memory and each batch is copied over."""
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     from replicate.models import ResidualMLP
 
+    device = data.x_train.device
     torch.manual_seed(seed)
-    model = ResidualMLP(data.x_train.shape[1], data.num_classes, 100)
+    model = ResidualMLP(data.x_train.shape[1], data.num_classes, 100).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_function = nn.CrossEntropyLoss()
-    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=100, shuffle=True)
+    loader = DataLoader(TensorDataset(data.x_train.cpu(), data.y_train.cpu()), batch_size=100, shuffle=True)
 
     def accuracy(x, y) -> float:
         with torch.no_grad():
@@ -175,6 +187,7 @@ def textbook_loop(torch, data, steps: int, eval_every: int, seed: int = 0) -> No
     step = 0
     while step < steps:
         for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad()
             loss_function(model(inputs), targets).backward()
             optimizer.step()
@@ -225,9 +238,9 @@ def run_process(argv: list[str], *, cwd: str | None = None, marker: bool = False
     return float(marks[0]) - launched if marks else None  # None: it ended without reaching the mark
 
 
-def measure_processes(settings: dict, workdir: str) -> dict:
-    """Start-up (to the first optimizer step) and the default run, as fresh subprocesses."""
-    one_step = ["paper=mnist1d_mlp", "train.steps=1", "seeds=1", "logger=none", "runtime.progress=false"]
+def measure_processes(settings: dict, workdir: str, device: str) -> dict:
+    """Start-up (to the first optimizer step) and the default run, as fresh subprocesses on `device`."""
+    one_step = ["paper=mnist1d_mlp", "train.steps=1", "seeds=1", "logger=none", "runtime.progress=false", f"device={device}"]
     candidates = {
         "import_torch_s": lambda: run_process(["-c", IMPORT_TORCH], marker=True),
         "first_step_s": lambda: run_process(["-c", FIRST_STEP_DRIVER, *one_step, f"hydra.run.dir={workdir}/first"],
@@ -262,7 +275,8 @@ def measure_processes(settings: dict, workdir: str) -> dict:
         startup["hydra_overhead_s"] = paired("hydra_app_s", "import_torch_s")  # Hydra's imports and config composition
         startup["beyond_hydra_s"] = paired("first_step_s", "hydra_app_s")
     steps = settings["default_run_steps"]
-    default_run = ["-m", "replicate", f"hydra.run.dir={workdir}/default"] + ([f"train.steps={steps}"] if steps else [])
+    default_run = (["-m", "replicate", f"device={device}", f"hydra.run.dir={workdir}/default"]
+                   + ([f"train.steps={steps}"] if steps else []))
     return {"startup_overhead_s": startup,
             "default_run_s": {"value": run_process(default_run, cwd=workdir), "comparable": steps is None,
                               "command": "python -m replicate " + " ".join(default_run[2:]) + "  (WANDB_MODE=offline)",
@@ -270,9 +284,10 @@ def measure_processes(settings: dict, workdir: str) -> dict:
                               else f"tiny mode: a {steps}-step run of the default, not comparable to the target"}}
 
 
-def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict]:
+def measure_in_process(torch, settings: dict, threads: dict, device) -> tuple[dict, dict]:
     """loop_speedup, seeds_speedup and roofline_fraction, then the equality check, in one process.
-    threads: {"single_seed": n, "batched": m}, the intra-op threads of a seed alone and of batched seeds."""
+    threads: {"single_seed": n, "batched": m}, the intra-op threads of a seed alone and of batched seeds.
+    device: where data, models and the GEMM ceiling live."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from replicate.config import compose
@@ -284,7 +299,7 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
     def setup(steps: int, dtype: str = "float32"):
         cfg = compose(["paper=mnist1d_mlp", "logger=none", "runtime.progress=false", f"train.steps={steps}",
                        f"train.eval_every={evaluation_interval(steps)}", f"train.dtype={dtype}"])
-        data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
+        data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device=device)
         return cfg, data, make_plan(cfg, n_train=len(data.y_train))
 
     def train_sequential(cfg, data, plan, count: int = threads["single_seed"]) -> list:  # 8 runs of our loop, one seed each
@@ -304,18 +319,25 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
         return counter.get_total_flops()
 
     def step_flops(cfg, data, seeds: list[int]) -> int:  # forward + backward of one training step, as executed
-        stack = SeedStack(cfg.model, seeds, dtype=torch.float32, device="cpu", vectorize=len(seeds) > 1)
-        indices = torch.arange(cfg.train.batch_size).expand(len(seeds), -1)
+        stack = SeedStack(cfg.model, seeds, dtype=torch.float32, device=device, vectorize=len(seeds) > 1)
+        indices = torch.arange(cfg.train.batch_size, device=device).expand(len(seeds), -1)
         with FlopCounterMode(display=False) as counter:
             mean_cross_entropy_per_seed(torch, stack(data.x_train[indices]), data.y_train[indices]).backward()
         return counter.get_total_flops()
 
-    gemm_a, gemm_b, gemm_out = torch.randn(1024, 1024), torch.randn(1024, 1024), torch.empty(1024, 1024)
+    def synchronize():  # a GPU's kernels are queued: time them to their end
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-    def gemm_seconds(count: int) -> list[float]:  # the ceiling: a large fp32 GEMM, same process, `count` threads
+    # the ceiling: a large fp32 GEMM, same process; on a GPU a larger one, several per sample, so that
+    # launching and synchronizing do not count
+    size, per_sample = (1024, 1) if device.type == "cpu" else (8192, 10)
+    gemm_a, gemm_b, gemm_out = (torch.randn(size, size, device=device) for _ in range(3))
+
+    def gemm_seconds(count: int) -> list[float]:  # per GEMM, at `count` threads
         torch.set_num_threads(count)
-        multiply = {"gemm": lambda: torch.mm(gemm_a, gemm_b, out=gemm_out)}
-        return interleaved(multiply, settings["gemm_repeats"])["gemm"]
+        multiply = {"gemm": lambda: [torch.mm(gemm_a, gemm_b, out=gemm_out) for _ in range(per_sample)]}
+        return [seconds / per_sample for seconds in interleaved(multiply, settings["gemm_repeats"], synchronize)["gemm"]]
 
     # our single-seed loop vs the textbook loop: same model, steps, batch size and threads
     loop_steps = settings["loop_steps"]
@@ -324,7 +346,7 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
     loop = interleaved({
         "ours": lambda: train_seeds(cfg, data, plan, [0], vectorize=False),
         "textbook": lambda: textbook_loop(torch, data, loop_steps, eval_every=evaluation_interval(loop_steps)),
-    }, settings["loop_repeats"])
+    }, settings["loop_repeats"], synchronize)
     ours_s, textbook_s = statistics.median(loop["ours"]), statistics.median(loop["textbook"])
     single_seed_flops = run_flops(cfg, data, plan, [0])
     examples = loop_steps * cfg.train.batch_size
@@ -342,7 +364,7 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
                   "sequential": lambda: last.update(sequential=train_sequential(cfg, data, plan))}
     if threads["batched"] != threads["single_seed"]:
         candidates["sequential_at_batched_threads"] = lambda: train_sequential(cfg, data, plan, threads["batched"])
-    seeds = interleaved(candidates, settings["seed_repeats"])
+    seeds = interleaved(candidates, settings["seed_repeats"], synchronize)
     for count in counts:
         gemm[count] += gemm_seconds(count)
     medians = {name: statistics.median(samples) for name, samples in seeds.items()}
@@ -352,14 +374,15 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
                                 "at_equal_threads": sequential_same_s / batched_s, "sequential_at_batched_threads_s": sequential_same_s,
                                 "threads": threads, "seeds": len(SEEDS), "steps": steps, "repeats": settings["seed_repeats"],
                                 "samples_s": seeds}
-    gemm_flops_per_s = {count: 2 * 1024 ** 3 / statistics.median(samples) for count, samples in gemm.items()}
+    gemm_flops_per_s = {count: 2 * size ** 3 / statistics.median(samples) for count, samples in gemm.items()}
     batched_flops, step = run_flops(cfg, data, plan, SEEDS), step_flops(cfg, data, SEEDS)
     achieved = batched_flops / batched_s
     metrics["roofline_fraction"] = {
         "value": achieved / gemm_flops_per_s[threads["batched"]], "achieved_flops_per_s": achieved,
         "gemm_flops_per_s": gemm_flops_per_s[threads["batched"]], "threads": threads["batched"],
         "flops_per_run": batched_flops, "flops_per_step": step, "evaluation_flops_share": 1 - step * steps / batched_flops,
-        "gemm": "1024³ fp32 torch.mm at the batched run's threads, median of repeats before and after",
+        "gemm": f"{size}³ fp32 torch.mm at the batched run's threads, median of repeats before and after",
+        "gemm_size": size,
         "single_seed_fraction": single_seed_flops / ours_s / gemm_flops_per_s[threads["single_seed"]],
         "single_seed_gemm_flops_per_s": gemm_flops_per_s[threads["single_seed"]],
         "note": "FLOPs: FlopCounterMode over an untimed run identical to the timed one (training steps and "
@@ -375,7 +398,7 @@ def measure_in_process(torch, settings: dict, threads: dict) -> tuple[dict, dict
     float64_steps = settings["float64_steps"]
     vmap_cfg = compose(["paper=mnist1d_cnn", "logger=none", "runtime.progress=false", f"train.steps={float64_steps}",
                         "train.dtype=float64"])
-    vmap_data = load_dataset(vmap_cfg.data, dtype=torch.float64, device="cpu")
+    vmap_data = load_dataset(vmap_cfg.data, dtype=torch.float64, device=device)
     equality = {
         "definition": f"per-seed final parameters, 8 seeds batched ({threads['batched']} thread(s)) vs 8 sequential runs "
                       f"({threads['single_seed']} thread(s)) of the MNIST-1D MLP; relative = max|Δ| / max|θ| of the same "
@@ -418,7 +441,7 @@ def format_table(result: dict) -> str:
                          + f" (median of {seeds['repeats']})",
         "roofline_fraction": f"{roof['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s ({roof['flops_per_step'] / 1e6:.1f} MFLOP/step, "
                              f"{roof['evaluation_flops_share']:.0%} of the run's FLOPs in evaluations) "
-                             f"vs GEMM 1024³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, both at {roof['threads']} thread(s); single seed "
+                             f"vs GEMM {roof['gemm_size']}³ {roof['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, both at {roof['threads']} thread(s); single seed "
                              f"{roof['single_seed_fraction']:.2f}",
         "startup_overhead_s": f"first optimizer step {shown(startup['first_step_s'], 's')}, import torch "
                               f"{shown(startup['import_torch_s'], 's')}"
@@ -433,7 +456,10 @@ def format_table(result: dict) -> str:
     }
     lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
              f"{machine['threads']['single_seed']} thread(s) for a seed alone and {machine['threads']['batched']} for "
-             f"{len(SEEDS)} batched seeds, {machine['device']} ({machine['cpu_capability']}), python {machine['python']}; load average "
+             f"{len(SEEDS)} batched seeds, "
+             + (f"{machine['device']} ({machine['gpu']}), CPU {machine['cpu_capability']}" if machine["gpu"]
+                else f"{machine['device']} ({machine['cpu_capability']})")
+             + f", python {machine['python']}; load average "
              f"{machine['load_average_before']:.2f} before, {machine['load_average_after']:.2f} after"
              + (" (busy: load above the core count, times inflated)" if machine["busy"] else "")
              + ("; tiny mode: few steps and repeats, the numbers only show that each measurement runs"
@@ -461,15 +487,21 @@ def main(argv: list[str] | None = None) -> None:
 
     from replicate.runtime import intra_op_threads, reuse_freed_memory
 
+    device = torch.device(options["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"device={options['device']}: no CUDA device is available here (torch.cuda.is_available() is False); "
+             "use device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail(f"device={options['device']}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     allocator = reuse_freed_memory()  # as the CLI does
-    cpu = torch.device("cpu")
-    threads = {"single_seed": options["threads"] or intra_op_threads(None, batched_seeds=1, device=cpu),
-               "batched": options["threads"] or intra_op_threads(None, batched_seeds=len(SEEDS), device=cpu)}
-    machine = describe_machine(torch, threads, allocator)
+    threads = {"single_seed": options["threads"] or intra_op_threads(None, batched_seeds=1, device=device),
+               "batched": options["threads"] or intra_op_threads(None, batched_seeds=len(SEEDS), device=device)}
+    machine = describe_machine(torch, device, threads, allocator)
     started = time.perf_counter()
-    metrics, equality = measure_in_process(torch, settings, threads)  # also caches MNIST-1D for the subprocesses
+    # also caches MNIST-1D for the subprocesses
+    metrics, equality = measure_in_process(torch, settings, threads, device)
     with tempfile.TemporaryDirectory(prefix="replicate-bench-") as workdir:
-        metrics.update(measure_processes(settings, workdir))
+        metrics.update(measure_processes(settings, workdir, options["device"]))
     judge_targets(metrics)
     machine["load_average_after"] = os.getloadavg()[0]
     machine["busy"] = max(machine["load_average_before"], machine["load_average_after"]) > machine["cores"]

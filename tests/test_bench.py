@@ -44,8 +44,18 @@ def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_
 
 
 def test_bad_argument_is_one_line_on_stderr_and_exit_2(tmp_path):
-    for argument in ("mode=huge", "speed=1", "threads=0"):
+    for argument in ("mode=huge", "speed=1", "threads=0", "device=gpu"):
         completed = run_command(["replicate.bench", argument], cwd=tmp_path, timeout=60)
         assert completed.returncode == 2, argument
         assert completed.stderr.startswith("error: ") and completed.stderr.count("\n") == 1, completed.stderr
         assert completed.stdout == ""
+
+
+def test_a_gpu_bench_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: device=cuda would run the whole benchmark")
+    completed = run_command(["replicate.bench", "device=cuda"], cwd=tmp_path, timeout=60)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: device=cuda: no CUDA device") and completed.stderr.count("\n") == 1
