@@ -336,7 +336,8 @@ def epsilon_inside_sqrt_rmsprop_rule(optimizer, group, params):
         parameter.sub_(buffer)
 
 
-# the rules whose PyTorch update function has a fused kernel
+# the rules that call PyTorch's update functions, and those of them with a fused kernel
+_PYTORCH_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_rmsprop_rule, pytorch_adagrad_rule, pytorch_adadelta_rule)
 _FUSED_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_adagrad_rule)
 
 
@@ -467,6 +468,6 @@ def build_optimizer(
     use_fused = _choose_fused(fused, rule, parameters)  # raises where fused=True has no kernel
     if rule in _FUSED_RULES:
         options["fused"] = use_fused
-    if rule.__name__.startswith("pytorch_"):
+    if rule in _PYTORCH_RULES:
         options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
     return Optimizer(groups, rule, dict(lr=lr, **options))
