@@ -219,7 +219,6 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     started = time.perf_counter()
     check_config(cfg)
     allocator = reuse_freed_memory() if cfg.runtime.reuse_memory else "system default"
-    torch.set_num_threads(cfg.runtime.threads or 1)  # until the training path is known
     device = resolve_device(cfg.device)
     world, rank, device, run_dir = start_distributed(device, run_dir)
     if cfg.train.batch_size < world * cfg.train.accum_steps:
