@@ -26,14 +26,14 @@ def one_thread():
 DEFAULT_BATCHED_THREADS = intra_op_threads(None, batched_seeds=len(SEEDS), device=torch.device("cpu"))
 
 
-def batched_and_alone(overrides, dtype, steps, batched_threads=1):
-    """SEEDS trained together with `batched_threads` intra-op threads, then each alone with one."""
+def batched_and_alone(overrides, dtype, steps, batched_threads=1, alone_threads=1):
+    """SEEDS trained together with `batched_threads` intra-op threads, then each alone with `alone_threads`."""
     cfg = compose([*overrides, f"train.dtype={dtype}", f"train.steps={steps}"])
     data = load_dataset(cfg.data, dtype=getattr(torch, dtype), device="cpu")
     plan = make_plan(cfg, n_train=len(data.y_train))
     torch.set_num_threads(batched_threads)
     together = train_seeds(cfg, data, plan, SEEDS, vectorize=True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(alone_threads)
     alone = [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
     assert [result.path for result in together] == ["batched"] * 3
     return together, alone
@@ -79,12 +79,8 @@ def test_seeds_together_are_bit_for_bit_the_seeds_alone(setup, dtype, batched_th
 
 def test_with_two_threads_for_every_run_seeds_together_agree_with_seeds_alone_to_rounding():
     # runtime.threads=2 gives solo runs two threads too; the BLAS then splits a solo product by its shape
-    torch.set_num_threads(2)
-    cfg = compose([*LINEAR["sgd momentum, coupled decay, clipping"], "train.dtype=float64", "train.steps=25"])
-    data = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
-    plan = make_plan(cfg, n_train=len(data.y_train))
-    together = train_seeds(cfg, data, plan, SEEDS, vectorize=True)
-    alone = [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in SEEDS]
+    together, alone = batched_and_alone(LINEAR["sgd momentum, coupled decay, clipping"], "float64", steps=25,
+                                        batched_threads=2, alone_threads=2)
     assert largest_abs(together, alone) <= 1e-12
 
 

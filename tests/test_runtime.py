@@ -39,9 +39,9 @@ def test_torchrun_processes_on_one_node_share_its_cores(cores, monkeypatch):
     assert intra_op_threads(None, batched_seeds=5, device=CPU) == 1
 
 
-# allocations the size of a batched evaluation's activations, three alive at once, then freed
-# glibc's own threshold starts at 128 KiB and then follows the sizes freed so far, so whether its default
-# faults depends on the process's history; the contrast pins it at its starting value
+# Allocations the size of a batched evaluation's activations, three alive at once, then freed. glibc's
+# own mmap threshold starts at 128 KiB and then follows the sizes freed so far, so whether its default
+# faults depends on the process's history; the contrast pins the threshold at its starting value.
 ALLOCATE = """
 import ctypes, resource, sys, torch
 from replicate import runtime
