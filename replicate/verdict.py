@@ -201,7 +201,15 @@ def _prediction_band(mean, std, n, claimed, tolerance, statistic, direction, n_c
         return REPRODUCED, "prediction_band", f"{where}: the claim is inside the agreement band", details
     needed = _seeds_needed_band(statistic, n, mean, std, claimed, tolerance, direction, n_claimed, std_claimed, alpha)
     details["seeds_needed"] = needed
-    return INCONCLUSIVE, "prediction_band", f"{where}: neither; {_needed_text(needed, n)}", details
+    distance = abs(claimed - center) / spread if spread > 0 else math.inf
+    why = _needed_text(needed, n) if needed else (
+        f"no number of seeds would settle it: the claim is {distance:.2f} predictive sd from the predicted value, "
+        f"a distance {kind} reaches by chance {100 * _two_sided_normal(distance):.0f}% of the time")
+    return INCONCLUSIVE, "prediction_band", f"{where}: neither; {why}", details
+
+
+def _two_sided_normal(z: float) -> float:
+    return math.erfc(z / math.sqrt(2))  # P(|Z| ≥ z)
 
 
 def _seeds_needed_band(statistic, n, mean, std, claimed, tolerance, direction, n_claimed, std_claimed, alpha,
