@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-PAPERS_DIR = Path(__file__).resolve().parent.parent / "conf" / "paper"
+from replicate.cli import conf_dir
+
+PAPERS_DIR = conf_dir() / "paper"  # conf/ in a checkout, replicate/conf in an installed wheel
 USAGE = "python -m replicate.dashboard [wandb.project=<name>] [wandb.entity=<name>] [name=<workspace name>] [<paper id> ...]"
 # how the seeds of one group aggregate into the claim's statistic (docs/wandb.md)
 AGGREGATION = {"single_run": "mean", "mean_of_n": "mean", "threshold": "mean", "median_of_n": "median", "exact": "mean"}
