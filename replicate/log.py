@@ -175,6 +175,7 @@ def log_seed(wandb, run, report: dict, index: int, plot: Path | None) -> None:
         run.summary[f"verdict/{metric}/rule"] = verdict["rule"]
         run.summary[f"verdict/{metric}/mean"] = verdict["mean"]
         run.summary[f"verdict/{metric}/n"] = verdict["n"]
+        run.summary[f"verdict/{metric}/seeds_needed"] = verdict["details"].get("seeds_needed")  # INCONCLUSIVE: what would settle it
     for name, value in seed["metrics"].items():
         run.summary[f"final/{name}_raw"] = value
     run.summary["diverged_at"] = seed["diverged_at"]

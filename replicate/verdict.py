@@ -215,8 +215,6 @@ def _two_sided_normal(z: float) -> float:
 def _seeds_needed_band(statistic, n, mean, std, claimed, tolerance, direction, n_claimed, std_claimed, alpha,
                        limit: int = 1000) -> int | None:
     """Smallest number of seeds at which the same mean and spread would decide; None when no number would."""
-    if std == 0:
-        return None
     candidates = (*range(2, 21), 25, 30, 40, 50, 70, 100, 150, 200, 300, 500, limit)  # coarse: each is a Monte Carlo
     for more in (candidate for candidate in candidates if candidate > n):
         geometry = band_geometry(statistic, more, mean, std, direction=direction, n_claimed=n_claimed,

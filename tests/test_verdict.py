@@ -49,6 +49,11 @@ def test_single_run_needs_four_seeds_to_agree():
     assert judge([92.0, 92.1, 91.9], claimed=94, tolerance=0.5, statistic="single_run").verdict == NOT_REPRODUCED
 
 
+def test_identical_seeds_too_few_to_agree_are_told_how_many_would():
+    result = judge([94.0] * 3, claimed=94.4, tolerance=0.5, statistic="single_run")
+    assert result.verdict == INCONCLUSIVE and result.details["seeds_needed"] == 4
+
+
 def test_single_run_with_zero_variance_reduces_to_the_margin():
     assert judge([94.0] * 5, claimed=94.4, tolerance=0.5, statistic="single_run").verdict == REPRODUCED
     assert judge([94.0] * 5, claimed=94.6, tolerance=0.5, statistic="single_run").verdict == NOT_REPRODUCED
