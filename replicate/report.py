@@ -173,9 +173,9 @@ VERDICT_COLORS = {"REPRODUCED": "tab:green", "INCONCLUSIVE": "tab:orange", "NOT_
 def plot_learning_curves(report: dict, path: Path) -> None:
     """Top: every seed's learning curves, with each claim on the curve of its metric and split. Bottom: one
     panel per claim with the per-seed values, the claim and the interval or test its verdict used."""
+    figure = draw_learning_curves(report)  # selects the Agg backend before pyplot is imported
     import matplotlib.pyplot as plt
 
-    figure = draw_learning_curves(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
