@@ -39,6 +39,12 @@ def print_summary(report: dict, report_path: str, stream=sys.stdout) -> None:
         if index == 0:
             print(line, file=stream)
     print(line, file=stream)
+    for claim in report["claims"]:  # what would settle a verdict the seeds could not give
+        if claim["verdict"]["verdict"] == "INCONCLUSIVE":
+            needed = claim["verdict"]["details"].get("seeds_needed")
+            advice = (f"about {needed} seeds would likely settle it (seeds={needed})" if needed
+                      else "more seeds would not settle it; see the report")
+            print(f"{claim['name']}: INCONCLUSIVE — {advice}", file=stream)
     print(f"report: {report_path}", file=stream)
 
 
@@ -169,6 +175,7 @@ def log_seed(wandb, run, report: dict, index: int, plot: Path | None) -> None:
         run.summary[f"verdict/{metric}/rule"] = verdict["rule"]
         run.summary[f"verdict/{metric}/mean"] = verdict["mean"]
         run.summary[f"verdict/{metric}/n"] = verdict["n"]
+        run.summary[f"verdict/{metric}/seeds_needed"] = verdict["details"].get("seeds_needed")  # INCONCLUSIVE: what would settle it
     for name, value in seed["metrics"].items():
         run.summary[f"final/{name}_raw"] = value
     run.summary["diverged_at"] = seed["diverged_at"]

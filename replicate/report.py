@@ -67,8 +67,7 @@ def format_measured(claim: dict) -> str:
 
 def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     paper = report["paper"]
-    reproduced = all(c["verdict"]["verdict"] == "REPRODUCED" for c in report["claims"])
-    title = f"# {'[Re]' if reproduced else '[¬Re]'} {paper['title']}"
+    title = f"# {title_marker(report['claims'])} {paper['title']}"
     lines = [title, "",
              f"Replication of catalog entry `{paper['id']}` with `replicate` {report['software'].get('replicate', '')}.",
              f"{paper['authors']}, {paper['venue']} ({paper['year']}). Source: {paper['url']}", "",
@@ -118,29 +117,38 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     return "\n".join(lines) + "\n"
 
 
+def title_marker(claims: list) -> str:
+    """[Re] when every claim is reproduced, [¬Re] when any is contradicted, [?Re] when the seeds cannot tell yet."""
+    words = {claim["verdict"]["verdict"] for claim in claims}
+    if words <= {"REPRODUCED"}:
+        return "[Re]"
+    return "[¬Re]" if "NOT_REPRODUCED" in words else "[?Re]"
+
+
 def _interval_and_test(details: dict) -> tuple[str, str]:
-    """The interval a rule compared against, and its test statistic / p-value, for the results table."""
-    for key in ("widened_interval", "prediction_interval", "confidence_interval_difference", "confidence_interval", "interval"):
+    """The interval a rule compared the claim with, and the test it used, for the results table."""
+    if "agreement_band" in details:  # prediction_band
+        (low, high), (agree_low, agree_high) = details["widened_interval"], details["agreement_band"]
+        interval = f"agree [{agree_low:.4g}, {agree_high:.4g}]; contradict outside [{low:.4g}, {high:.4g}]"
+        return interval, (f"{details['statistic_of']} predicted at {details['predicted']:.4g} ± "
+                          f"{details['predictive_std']:.3g}; {100 * details['level']:g}% prediction interval + margin")
+    if "confidence_interval_difference" in details:  # tost
+        low, high = details["confidence_interval_difference"]
+        test = (f"TOST p = {details['p_equivalence']:.3g}; difference p = {details['p_difference']:.3g}"
+                if "p_equivalence" in details else "no spread: difference vs margin")
+        return f"difference [{low:.4g}, {high:.4g}] ({100 * details['level']:g}%)", test
+    if "rounded" in details:  # exact_digits
+        if details.get("matches", False):
+            return "—", f"matches to the printed digits ({details['decimals']} decimals)"
+        decimals = details["decimals"]
+        return "—", f"differs at {decimals} decimals: " + ", ".join(f"{r:.{decimals}f}" for r in details["rounded"])
+    if "bound" in details:  # one_sided_bound
+        low, high = details["confidence_interval"]
+        return f"[{low:.4g}, {high:.4g}]", f"one-sided {100 * details['level']:g}% bounds vs {details['bound']:.4g}"
+    for key in ("widened_interval", "interval"):  # reports written by earlier versions
         if key in details:
-            low, high = details[key]
-            label = "difference " if key == "confidence_interval_difference" else ""
-            interval = f"{label}[{low:.4g}, {high:.4g}]"
-            break
-    else:
-        interval = "—"
-    if "p_equivalence" in details:
-        test = f"TOST p = {details['p_equivalence']:.3g}; difference p = {details['p_difference']:.3g}"
-    elif "prediction_interval" in details:
-        test = f"{100 * details['level']:g}% prediction interval"
-    elif "rounded" in details:
-        test = f"rounded to {details['decimals']} decimals"
-    elif "n_claimed" in details:
-        test = f"bootstrap, {100 * details['level']:g}% range"
-    elif "bound" in details:
-        test = f"one-sided {100 * details['level']:g}% bound"
-    else:
-        test = "—"
-    return interval, test
+            return f"[{details[key][0]:.4g}, {details[key][1]:.4g}]", "—"
+    return "—", "—"
 
 
 def _unit(claim: dict) -> str:
@@ -157,39 +165,108 @@ def _convention_text(convention: dict) -> str:
     return f"`{convention.get('name', '')}`: {text}"
 
 
+CURVE_KEYS = {"test_accuracy": "test_accuracy", "train_accuracy": "train_accuracy", "test_loss": "test_loss",
+              "train_loss": "train_loss", "train_epoch_loss": "train_loss"}  # the curve that traces each claim's metric
+VERDICT_COLORS = {"REPRODUCED": "tab:green", "INCONCLUSIVE": "tab:orange", "NOT_REPRODUCED": "tab:red"}
+
+
 def plot_learning_curves(report: dict, path: Path) -> None:
-    """Learning curves of every seed, with each claim and its margin drawn as a band."""
+    """Top: every seed's learning curves, with each claim on the curve of its metric and split. Bottom: one
+    panel per claim with the per-seed values, the claim and the interval or test its verdict used."""
+    figure = draw_learning_curves(report)  # selects the Agg backend before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw_learning_curves(report: dict):
+    """The figure of plot_learning_curves: axes[0] training loss, axes[1] accuracy, then one per claim."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     claims = report["claims"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure = plt.figure(figsize=(15, 8.5))
+    grid = figure.add_gridspec(2, max(2, len(claims)))
+    top = grid[0, :].subgridspec(1, 2)
+    loss_axis, accuracy_axis = figure.add_subplot(top[0]), figure.add_subplot(top[1])
+    claimed_metrics = {claim["metric"] for claim in claims}
     for seed in report["seeds"]:
-        steps = [point["step"] for point in seed["curve"]]
-        axes[0].plot(steps, [point["train_loss"] for point in seed["curve"]], alpha=0.7, label=f"seed {seed['seed']}")
-        if seed["curve"] and "test_accuracy" in seed["curve"][0]:
-            axes[1].plot(steps, [100 * point["test_accuracy"] for point in seed["curve"]], alpha=0.7)
-    axes[0].set(xlabel="step", ylabel="training loss (batch mean)", yscale="log", title="training loss")
-    axes[0].legend(fontsize=7)
+        curve, steps = seed["curve"], [point["step"] for point in seed["curve"]]
+        line, = loss_axis.plot(steps, [point["train_loss"] for point in curve], alpha=0.7, label=f"seed {seed['seed']}")
+        if curve and "test_loss" in curve[0] and "test_loss" in claimed_metrics:
+            loss_axis.plot(steps, [point["test_loss"] for point in curve], ":", color=line.get_color(), alpha=0.7)
+        for key, style in (("test_accuracy", "-"), ("train_accuracy", "--")):
+            if curve and key in curve[0]:
+                accuracy_axis.plot(steps, [100 * point[key] for point in curve], style, color=line.get_color(), alpha=0.7,
+                                   label=f"{key.replace('_', ' ')}" if seed is report["seeds"][0] else None)
+    last_step = max((seed["curve"][-1]["step"] for seed in report["seeds"] if seed["curve"]), default=0)
     for claim in claims:
-        if claim["metric"] == "test_accuracy":
-            scale = 1.0 if claim["unit"] == "%" else 100.0
-            value, margin = claim["claimed"] * scale, claim["tolerance"] * scale
-            axes[1].axhline(value, color="black", linestyle="--", label=f"claim {value:g}%")
-            axes[1].axhspan(value - margin, value + margin, color="gray", alpha=0.2, label=f"margin ±{margin:g}")
-            axes[1].legend(fontsize=7)
-    axes[1].set(xlabel="step", ylabel="test accuracy (%)", title="test accuracy")
-    for index, claim in enumerate(claims):  # per-seed final values against each claim (shifted to the claim)
-        measured = [value for value in claim["measured"] if value is not None and math.isfinite(value)]
-        axes[2].scatter([index] * len(measured), [value - claim["claimed"] for value in measured], zorder=3)
-        axes[2].errorbar(index, 0, yerr=claim["tolerance"], color="black", capsize=8, linewidth=2)
-    axes[2].axhline(0, color="black", linestyle="--", linewidth=0.8)
-    axes[2].set_xticks(range(len(claims)), [claim["name"] for claim in claims], fontsize=8)
-    axes[2].set(ylabel="measured − claimed (claim's unit)", title="per-seed final values vs claim (bar: margin)")
+        axis, scale = (accuracy_axis, 1.0 if claim["unit"] == "%" else 100.0) if "accuracy" in claim["metric"] else (loss_axis, 1.0)
+        value = claim["claimed"] * scale
+        color = VERDICT_COLORS.get(claim["verdict"]["verdict"], "black")
+        axis.axhline(value, color=color, linestyle="--", linewidth=1,
+                     label=f"claim ({claim['split']}): {claim['claimed']:g}{_unit(claim)} — {claim['verdict']['verdict']}")
+        band = claim["verdict"]["details"].get("agreement_band")
+        if band:  # the band that would have made the verdict REPRODUCED, at the end of training
+            axis.errorbar(last_step, (band[0] + band[1]) / 2 * scale, yerr=(band[1] - band[0]) / 2 * scale, color=color,
+                          capsize=6, linewidth=2)
+    loss_axis.set(xlabel="step", ylabel="training loss (batch mean)", yscale="log", title="training loss")
+    accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed)")
+    for axis in (loss_axis, accuracy_axis):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    if not accuracy_axis.lines:
+        accuracy_axis.text(0.5, 0.5, "no accuracy recorded", ha="center", va="center", transform=accuracy_axis.transAxes)
+    for index, claim in enumerate(claims):
+        _plot_verdict(figure.add_subplot(grid[1, index]), claim)
     figure.suptitle(f"{report['paper']['id']}: {len(report['seeds'])} seeds")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
+
+
+def _plot_verdict(axis, claim: dict) -> None:
+    """Per-seed values, the claim, and what the rule compared the claim with (in the claim's unit)."""
+    verdict, details = claim["verdict"], claim["verdict"]["details"]
+    values = [value for value in claim["measured"] if value is not None and math.isfinite(value)]
+    color = VERDICT_COLORS.get(verdict["verdict"], "black")
+    axis.set_title(f"{claim['name']}: {verdict['verdict']}", color=color, fontsize=9)
+    axis.set_xticks([])
+    if "rounded" in details:  # exact digits: offsets of 1e-7 are not misses, the printed digits decide
+        decimals, unit = details["decimals"], 10.0 ** -details["decimals"]
+        axis.scatter(range(len(details["rounded"])), details["rounded"], color=color, zorder=3, label="runs, as printed")
+        axis.axhline(claim["claimed"], color="black", linestyle="--", label="claim")
+        axis.axhspan(claim["claimed"] - unit / 2, claim["claimed"] + unit / 2, color="gray", alpha=0.2, label="same printed digits")
+        axis.set_ylim(claim["claimed"] - 3 * unit, claim["claimed"] + 3 * unit)
+        axis.yaxis.set_major_formatter(f"{{x:.{decimals}f}}")
+        text = "matches to the printed digits" if details.get("matches") else f"differs at {decimals} decimals"
+        axis.text(0.5, 0.9, text, ha="center", transform=axis.transAxes, color=color)
+        axis.legend(fontsize=7, loc="lower right")
+        return
+    axis.scatter([0] * len(values), values, color="black", s=12, zorder=3, label="seeds")
+    axis.axhline(claim["claimed"], color=color, linestyle="--", label=f"claim {claim['claimed']:g}")
+    if "agreement_band" in details:
+        low, high = details["widened_interval"]
+        axis.axhspan(*details["agreement_band"], color="tab:green", alpha=0.25, label="agreement band (REPRODUCED inside)")
+        for edge in (low, high):
+            axis.axhline(edge, color="tab:red", linestyle=":", label="95% prediction + margin" if edge == low else None)
+        axis.errorbar(1, details["predicted"], yerr=details["predictive_std"], fmt="o", color="tab:blue", capsize=5,
+                      label=f"{details['statistic_of']}: predicted ± 1 sd")
+    elif "confidence_interval_difference" in details:
+        low, high = (verdict["mean"] + bound for bound in (details["confidence_interval_difference"][0] - details["difference"],
+                                                          details["confidence_interval_difference"][1] - details["difference"]))
+        axis.axhspan(claim["claimed"] - claim["tolerance"], claim["claimed"] + claim["tolerance"], color="gray", alpha=0.2,
+                     label=f"claim ± margin {claim['tolerance']:g}")
+        axis.errorbar(1, verdict["mean"], yerr=[[verdict["mean"] - low], [high - verdict["mean"]]], fmt="o", capsize=5,
+                      color="tab:blue", label=f"mean, {100 * details['level']:g}% interval (TOST)")
+    elif "bound" in details:
+        low, high = details["confidence_interval"]
+        axis.axhline(details["bound"], color="gray", label="bound (claim ∓ margin)")
+        axis.errorbar(1, verdict["mean"], yerr=[[verdict["mean"] - low], [high - verdict["mean"]]], fmt="o", capsize=5,
+                      color="tab:blue", label=f"mean, one-sided {100 * details['level']:g}% bounds")
+    axis.set_xlim(-1, 2)
+    axis.set_ylabel(f"{claim['metric']} ({claim['unit']})")
+    axis.legend(fontsize=6, loc="best")

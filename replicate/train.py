@@ -177,6 +177,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     # the paper's evaluation cadence, unless a shortened run would get fewer than 10 points from it
     eval_every = cfg.train.eval_every if cfg.train.eval_every and steps >= 10 * cfg.train.eval_every else max(1, steps // 25)
     loss_value = cfg.train.loss_value
+    # a claim on the training accuracy gets its learning curve: one more pass over the training set per point
+    curve_train_accuracy = any(claim.metric == "train_accuracy" for claim in OmegaConf.select(cfg, "paper.claims", default=[]) or [])
     schedule = OmegaConf.to_object(cfg.schedule) if OmegaConf.is_config(cfg.schedule) else cfg.schedule  # plain object: no config lookups per step
 
     n_seeds = len(seeds)
@@ -268,6 +270,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             if data.x_test is not None:
                 test = evaluate(stack, data.x_test, data.y_test, loss_value)
                 point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
+            if curve_train_accuracy:
+                point["train_accuracy"] = evaluate(stack, data.x_train, data.y_train, loss_value)["accuracy"].tolist()
             for m in range(n_seeds):
                 curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
             last_point = step + 1

@@ -64,6 +64,7 @@ def test_summary_holds_the_final_value_the_claim_judged_beside_claimed_value_mar
         assert summary["claim/test_accuracy/statistic"] == claim["statistic"]
         assert summary["verdict/test_accuracy"] == claim["verdict"]["verdict"]
         assert summary["verdict/test_accuracy/n"] == 2
+        assert summary["verdict/test_accuracy/seeds_needed"] == claim["verdict"]["details"].get("seeds_needed")
 
 
 def test_curves_are_logged_against_the_step_axis_and_the_plot_as_an_image(logged):
