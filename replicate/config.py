@@ -84,6 +84,7 @@ class DataConfig:
     order: str = "shuffle"  # one of DATA_ORDERS: how the training set is walked
     drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
     seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
+    shuffle_seq: bool = False  # MNIST-1D: permute the 40 positions of every example by one fixed permutation
     scaling: str = "none"  # "none" | "minmax": feature scaling fitted on the training set
     # synthetic: Gaussian inputs labelled by a fixed random linear teacher (conversion proofs, benchmarks)
     size: int = 1024  # examples

@@ -78,12 +78,20 @@ def _load_mnist1d(data_cfg):
     Greydanus & Kobak (ICML 2024); `mnist1d.data.make_dataset(get_dataset_args())` regenerates the
     published `mnist1d_data.pkl` (never `get_dataset`, which tries a download first). Generation
     takes seconds and imports matplotlib, so the arrays are cached as .npz keyed by the arguments.
+
+    data.shuffle_seq: the "MNIST-1D (shuffle)" variant: make_dataset permutes the 40 positions of
+    every example by one permutation, drawn from the generation seed's stream after the examples are
+    shuffled (greydanus/mnist1d mnist1d/data.py, `if args.shuffle_seq`, lines 83–85).
     """
     from importlib import metadata
 
+    shuffle_seq = bool(data_cfg.shuffle_seq)
     args_key = {"seed": data_cfg.seed, "mnist1d": metadata.version("mnist1d")}  # no import: it pulls in matplotlib
+    if shuffle_seq:  # only when set, so the unshuffled data keep their cache name
+        args_key["shuffle_seq"] = True
     digest = hashlib.sha256(json.dumps(args_key, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir(data_cfg.root) / f"mnist1d-seed{data_cfg.seed}-{digest}.npz"
+    variant = "-shuffle" if shuffle_seq else ""
+    path = cache_dir(data_cfg.root) / f"mnist1d{variant}-seed{data_cfg.seed}-{digest}.npz"
     if path.exists():
         try:
             with np.load(path) as cached:
@@ -97,12 +105,14 @@ def _load_mnist1d(data_cfg):
 
         args = get_dataset_args()
         args.seed = data_cfg.seed
+        args.shuffle_seq = shuffle_seq
         generated = make_dataset(args)
         arrays = tuple(generated[k] for k in ("x", "y", "x_test", "y_test"))
         _save_atomically(path, dict(zip(("x", "y", "x_test", "y_test"), arrays)))
     description = {
         "source": "mnist1d.data.make_dataset(get_dataset_args()) (package mnist1d), generated offline",
         "generation_seed": data_cfg.seed,
+        "shuffle_seq": shuffle_seq,
         "cache": str(path),
     }
     return arrays, description

@@ -10,6 +10,7 @@ from replicate.config import compose, check_config
 
 PAPERS = available_papers()
 EXPECTED = {"mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru",
+            "mnist1d_shuffled_logistic", "mnist1d_shuffled_mlp", "mnist1d_shuffled_cnn", "mnist1d_shuffled_gru",
             "sklearn_digits_constant", "sklearn_digits_momentum", "sklearn_digits_nesterov"}
 
 

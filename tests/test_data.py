@@ -37,6 +37,19 @@ def test_mnist1d_is_standardized_over_the_whole_set(mnist1d):
     assert abs(everything.std(unbiased=False).item() - 1) < 1e-12
 
 
+def test_shuffled_mnist1d_is_the_same_data_under_one_fixed_permutation_of_positions(mnist1d):
+    # mnist1d/data.py lines 83–85: one permutation of the 40 positions, for every example of both splits
+    shuffled = load_dataset(data_config(name="mnist1d", seed=42, shuffle_seq=True), dtype=torch.float64, device="cpu")
+    assert torch.equal(shuffled.y_train, mnist1d.y_train) and torch.equal(shuffled.y_test, mnist1d.y_test)
+    # each shuffled column is exactly one original column: find it, then check the map is a permutation
+    permutation = [int((mnist1d.x_train - shuffled.x_train[:, [j]]).abs().sum(0).argmin()) for j in range(40)]
+    assert sorted(permutation) == list(range(40)) and permutation != list(range(40))
+    assert torch.equal(mnist1d.x_train[:, permutation], shuffled.x_train)
+    assert torch.equal(mnist1d.x_test[:, permutation], shuffled.x_test)
+    assert shuffled.description["shuffle_seq"] and not mnist1d.description["shuffle_seq"]
+    assert shuffled.description["cache"] != mnist1d.description["cache"]
+
+
 def test_mnist1d_matches_a_fresh_generation_and_the_cache_is_reused(mnist1d, tmp_path):
     from mnist1d.data import get_dataset_args, make_dataset
 
