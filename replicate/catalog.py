@@ -4,6 +4,7 @@ Each papers/<id>.md is written by people (claim, source, conventions with eviden
 except its measured-result block, which this module fills from a full-length run's report.json:
 
     python -m replicate.catalog update outputs/mnist1d_mlp/2026-11-25_19-00-00   # record a run
+    python -m replicate.catalog update outputs/sklearn_digits_momentum/audit-…    # record an audit
     python -m replicate.catalog readme                                           # rebuild the README table
 
 The README table lies between `<!-- catalog:start -->` and `<!-- catalog:end -->`.
@@ -19,6 +20,7 @@ from replicate.report import format_measured, write_atomically
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_START, RESULT_END = "<!-- result:start -->", "<!-- result:end -->"
 TABLE_START, TABLE_END = "<!-- catalog:start -->", "<!-- catalog:end -->"
+AUDIT_START, AUDIT_END = "<!-- audit:start -->", "<!-- audit:end -->"
 
 
 def read_result(record: Path) -> dict:
@@ -67,19 +69,41 @@ def render_result(result: dict) -> str:
 
 
 def update_record(run_dir: Path, papers_dir: Path = ROOT / "papers") -> Path:
+    """Write a run's measured result, or an audit's ranking (a directory holding audit.json), into the record."""
+    if (Path(run_dir) / "audit.json").exists():
+        return update_audit(run_dir, papers_dir)
     report = json.loads((Path(run_dir) / "report.json").read_text())
-    record = papers_dir / f"{report['paper']['id']}.md"
-    if not record.exists():
-        raise FileNotFoundError(f"no record {record}; write the human part first (claim, source, conventions)")
-    text = record.read_text()
-    block = render_result(result_from_report(report))
-    if RESULT_START in text:
-        head, rest = text.split(RESULT_START, 1)
-        text = head + block + rest.split(RESULT_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Measured result\n\n" + block + "\n"
+    record = _record(papers_dir, report["paper"]["id"])
+    text = _replace_block(record.read_text(), RESULT_START, RESULT_END, render_result(result_from_report(report)),
+                          "Measured result")
     write_atomically(record, text)
     return record
+
+
+def update_audit(audit_dir: Path, papers_dir: Path = ROOT / "papers") -> Path:
+    from replicate.audit import render_markdown
+
+    audit = json.loads((Path(audit_dir) / "audit.json").read_text())
+    record = _record(papers_dir, audit["paper"])
+    body = render_markdown(audit).split("\n", 1)[1].strip()  # without its own title
+    block = "\n".join([AUDIT_START, "", body, "", AUDIT_END])
+    write_atomically(record, _replace_block(record.read_text(), AUDIT_START, AUDIT_END, block, "Audit of the unstated settings"))
+    return record
+
+
+def _record(papers_dir: Path, paper: str) -> Path:
+    record = papers_dir / f"{paper}.md"
+    if not record.exists():
+        raise FileNotFoundError(f"no record {record}; write the human part first (claim, source, conventions)")
+    return record
+
+
+def _replace_block(text: str, start: str, end: str, block: str, heading: str) -> str:
+    """The record with its block between the markers replaced, or appended under `heading`."""
+    if start in text:
+        head, rest = text.split(start, 1)
+        return head + block + rest.split(end, 1)[1]
+    return text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
 
 
 def catalog_table(papers_dir: Path = ROOT / "papers") -> str:
@@ -103,7 +127,7 @@ def update_readme(readme: Path = ROOT / "README.md", papers_dir: Path = ROOT / "
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("update", "readme"):
-        print("error: usage: python -m replicate.catalog update <run dir>... | readme", file=sys.stderr)
+        print("error: usage: python -m replicate.catalog update <run or audit dir>... | readme", file=sys.stderr)
         return 2
     try:
         for run_dir in argv[1:] if argv[0] == "update" else []:

@@ -24,7 +24,7 @@ DIRECTIONS = ("higher", "lower")
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
 CONV2D_MODELS = ("cnn2d",)  # models with 4-D convolution weights: train.channels_last applies
 MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "cnn2d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
-DATASETS = ("mnist1d", "sklearn_digits", "synthetic")
+DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic")
 DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
 SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
@@ -55,6 +55,15 @@ class ClaimConfig:
 
 
 @dataclass
+class UnstatedConfig:
+    """A setting the source leaves open: `python -m replicate.audit paper=<id>` trains every reading."""
+
+    key: str = MISSING  # the config key, e.g. conventions.momentum_form
+    readings: List[Any] = field(default_factory=list)  # the values the source is consistent with (two or more)
+    evidence: str = MISSING  # what the source says and does not say, with its location
+
+
+@dataclass
 class PaperConfig:
     id: str = MISSING
     title: str = MISSING
@@ -64,6 +73,7 @@ class PaperConfig:
     url: str = MISSING
     source_files: List[str] = field(default_factory=list)  # "owner/repo:path" of the code that produced the claims
     claims: List[ClaimConfig] = field(default_factory=list)
+    unstated: List[UnstatedConfig] = field(default_factory=list)  # open questions for replicate.audit
 
 
 @dataclass
@@ -169,6 +179,7 @@ class WandbConfig:
     entity: Optional[str] = None
     mode: Optional[str] = None  # None: $WANDB_MODE if set, else "offline"
     dir: Optional[str] = None  # None: the run directory
+    group: Optional[str] = None  # None: <paper>/<executed convention>; replicate.audit sets one per reading
 
 
 @dataclass

@@ -84,7 +84,7 @@ def mirror_to_wandb(cfg, report: dict, run_dir, job_type: str = "replicate") -> 
     for index, seed in enumerate(report["seeds"]):
         name = f"{paper}-{convention}-seed{seed['seed']}" + ("" if job_type == "replicate" else f"-{job_type}")
         run, mode, problem = start_run(wandb, mode, project=cfg.wandb.project, entity=cfg.wandb.entity,
-                                       group=f"{paper}/{convention}", job_type=job_type, name=name, tags=tags,
+                                       group=cfg.wandb.group or f"{paper}/{convention}", job_type=job_type, name=name, tags=tags,
                                        config={**config, "seed": seed["seed"]}, dir=directory,
                                        id=run_ids[str(seed["seed"])], resume="allow", reinit="finish_previous")
         if problem and not warned:

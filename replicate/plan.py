@@ -73,13 +73,16 @@ def has_constant_batch(cfg, n_train: int) -> bool:
     return n_train % cfg.train.batch_size == 0 or (cfg.data.drop_last and cfg.data.order != "sequential")
 
 
-def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None) -> Plan:
-    """The plan for a composed run config: the paper's conventions, executed as train.convention says."""
+def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None,
+              executed_convention: conventions.Convention | None = None) -> Plan:
+    """The plan for a composed run config: the paper's conventions, executed as train.convention says
+    (or as `executed_convention`, when given)."""
     if constant_batch is None:
         constant_batch = has_constant_batch(cfg, n_train)
     try:
         native_convention = conventions.Convention(name="native", **conventions_fields(cfg))
-        executed_convention = None if cfg.train.convention is None else conventions.get_convention(cfg.train.convention)
+        if executed_convention is None and cfg.train.convention is not None:
+            executed_convention = conventions.get_convention(cfg.train.convention)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return build_plan(native_convention, executed_convention, native_hparams(cfg.optimizer), optimizer=cfg.optimizer.name,

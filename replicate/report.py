@@ -30,7 +30,11 @@ def write_report(run_dir: Path, report: dict) -> dict:
 
 def write_json(path: Path, report: dict) -> None:
     """Strict JSON: a diverged value (NaN, ±inf) is written as null, which every JSON reader accepts."""
-    write_atomically(Path(path), json.dumps(_finite(report), indent=2, allow_nan=False, default=_jsonable) + "\n")
+    write_atomically(Path(path), render_json_text(report))
+
+
+def render_json_text(report: dict) -> str:
+    return json.dumps(_finite(report), indent=2, allow_nan=False, default=_jsonable) + "\n"
 
 
 def _finite(value):

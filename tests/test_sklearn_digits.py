@@ -22,18 +22,18 @@ def test_published_scores_and_losses_match_to_six_digits(paper, tmp_path):
     assert all(claim["verdict"]["verdict"] == "REPRODUCED" for claim in report["claims"])
 
 
-def sklearn_reference(random_state=0, **params):
+def sklearn_reference(random_state=0, dataset="digits", max_iter=15, **params):
     from sklearn import datasets
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import MinMaxScaler
 
-    digits = datasets.load_digits()
-    x = MinMaxScaler().fit_transform(digits.data)
+    data = datasets.load_digits() if dataset == "digits" else datasets.load_iris()
+    x = MinMaxScaler().fit_transform(data.data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = MLPClassifier(random_state=random_state, max_iter=15, **params).fit(x, digits.target)
-    return model.score(x, digits.target), model.loss_
+        model = MLPClassifier(random_state=random_state, max_iter=max_iter, **params).fit(x, data.target)
+    return model.score(x, data.target), model.loss_
 
 
 @pytest.mark.parametrize("overrides, params", [
@@ -53,6 +53,18 @@ def test_other_settings_by_config_alone_give_scikit_learns_own_numbers(overrides
     report = run_in_process([*overrides, "logger=none"], tmp_path)
     seed = report["seeds"][0]["seed"]
     score, loss = sklearn_reference(random_state=seed, **params)
+    metrics = report["seeds"][0]["metrics"]
+    assert metrics["train_accuracy"] == pytest.approx(score, abs=1e-9)
+    assert metrics["train_epoch_loss"] == pytest.approx(loss, abs=1e-9)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_the_iris_entry_under_either_momentum_gives_scikit_learns_own_numbers(nesterov, tmp_path):
+    # both readings of sklearn_iris_invscaling_momentum's open question, against live scikit-learn
+    report = run_in_process(["paper=sklearn_iris_invscaling_momentum", f"optimizer.nesterov={str(nesterov).lower()}",
+                             "logger=none"], tmp_path)
+    score, loss = sklearn_reference(dataset="iris", max_iter=400, solver="sgd", learning_rate="invscaling",
+                                    momentum=0.9, nesterovs_momentum=nesterov, learning_rate_init=0.2)
     metrics = report["seeds"][0]["metrics"]
     assert metrics["train_accuracy"] == pytest.approx(score, abs=1e-9)
     assert metrics["train_epoch_loss"] == pytest.approx(loss, abs=1e-9)

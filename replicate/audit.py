@@ -1,0 +1,400 @@
+"""`python -m replicate.audit`: when a paper leaves a setting unstated, replicate every reading of it and
+say which one reproduces the claims.
+
+    python -m replicate.audit paper=sklearn_iris_invscaling_momentum              # the paper's own `unstated:` block
+    python -m replicate.audit paper=mnist1d_mlp seeds=3 readings.conventions.loss_reduction=mean,sum
+
+Every combination of the listed readings is one replication through `replicate.cli.replicate_paper`
+(same seeds, same verdict rules, its own run directory and wandb group). Readings that the conversion
+layer proves to be the same update (for example lr inside or outside the momentum buffer at a constant
+learning rate: `replicate.conventions` converts one into the other exactly) form one equivalence class,
+trained once: the claims cannot tell them apart, and the audit says so instead of breaking a tie by
+noise. The audit writes `audit.json` and `audit.md` into its directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from replicate.config import ConfigError
+
+USAGE = ("usage: python -m replicate.audit paper=<id> [overrides ...] [readings.<config key>=<a>,<b>[,...] ...] "
+         "[format=table|json] [hydra.run.dir=<dir>]")
+HELP = f"""{USAGE}
+
+Replicate a paper under every reading of settings its source leaves unstated, judge every claim under
+each, and rank the readings.
+
+  paper=<id>                    catalog entry (conf/paper/<id>.yaml)
+  readings.<key>=<a>,<b>[,...]  the values a setting may have had (any config key, e.g.
+                                conventions.loss_reduction, conventions.momentum_form, optimizer.nesterov);
+                                without any, the paper's own `paper.unstated` block is used
+  <key>=<value>                 any override of `python -m replicate` (seeds=3, train.steps=500, logger=none, ...)
+  format=table|json             what to print (audit.json and audit.md are written either way)
+  hydra.run.dir=<dir>           where to write (default outputs/<paper>/audit-<time>); rerunning the same
+                                directory reuses finished readings
+
+Example:
+  python -m replicate.audit paper=mnist1d_mlp seeds=3 train.steps=500 logger=none readings.conventions.loss_reduction=mean,sum
+"""
+FORMATS = ("table", "json")
+# optimizer fields that the plan's applied settings restate; compared through those, not as written
+CONVERTED_OPTIMIZER_FIELDS = ("lr", "weight_decay", "momentum", "nesterov", "eps", "betas", "alpha", "rho", "centered",
+                              "initial_accumulator_value", "grad_clip", "grad_clip_value")
+
+
+class AuditError(Exception):
+    """A mistake in the audit's command line; printed as one line, exit code 2."""
+
+
+@dataclass
+class Reading:
+    settings: dict  # {config key: value as given on the command line}
+    overrides: list[str]  # the same as Hydra overrides
+    cfg: object = None
+    identity: str = ""  # the update in the reference convention (update_identity); "" when not exact
+    report: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.settings.items())
+
+    @property
+    def slug(self) -> str:
+        return ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.settings.items()).replace("/", "_")
+
+
+def parse_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], dict]:
+    """(ordinary overrides, {reading key: [value strings]}, options) through Hydra's override grammar."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    options = {"format": "table", "dir": None}
+    plain, readings = [], {}
+    for argument in argv:
+        if argument.startswith("format="):
+            options["format"] = argument.split("=", 1)[1]
+            if options["format"] not in FORMATS:
+                raise AuditError(f"unknown format {options['format']!r}; allowed: {', '.join(FORMATS)}")
+            continue
+        if argument.startswith("hydra.run.dir="):
+            options["dir"] = argument.split("=", 1)[1]
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([argument])
+        except HydraException as error:
+            raise AuditError(f"cannot read {argument!r}: {str(error).splitlines()[0]}") from None
+        key = override.key_or_group
+        if key.startswith("readings."):
+            name = key[len("readings."):]
+            listed = getattr(override.value(), "list", None) if override.is_sweep_override() else None
+            if override.is_sweep_override() and listed is None:
+                raise AuditError(f"{argument}: list the readings one by one, readings.{name}=<a>,<b>[,...]")
+            values = [_override_value(value) for value in listed] if listed is not None else [argument.split("=", 1)[1]]
+            if len(values) < 2:
+                raise AuditError(f"readings.{name} has one value; a single reading is not a question: set it "
+                                 f"directly with {name}={values[0]}, or list two or more: readings.{name}=<a>,<b>")
+            if name in readings:
+                raise AuditError(f"readings.{name} is given twice; list every value once: readings.{name}=<a>,<b>")
+            readings[name] = [str(value) for value in values]
+        elif override.is_sweep_override():
+            raise AuditError(f"{argument}: a sweep outside readings.*; an audit runs one setup per reading "
+                             f"(write readings.{key}=... to make it a reading)")
+        else:
+            plain.append(argument)
+    return plain, readings, options
+
+
+def _override_value(value) -> str:
+    """A YAML value from a paper's `unstated:` block as Hydra override text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else str(value)
+
+
+def make_readings(base_cfg, overrides: list[str], readings: dict[str, list[str]]) -> list[Reading]:
+    """Every combination of the readings, each composed and checked; the keys must exist in the config."""
+    from omegaconf import OmegaConf
+
+    from replicate.config import check_config, compose
+
+    if not readings:
+        readings = {entry.key: [_override_value(value) for value in entry.readings] for entry in base_cfg.paper.unstated}
+        if not readings:
+            raise AuditError(f"paper {base_cfg.paper.id!r} declares no unstated settings; name them with "
+                             "readings.<config key>=<a>,<b> (for example readings.conventions.loss_reduction=mean,sum)")
+    missing = object()
+    for key in readings:
+        if key.startswith(("hydra.", "paper.", "readings.")) or OmegaConf.select(base_cfg, key, default=missing) is missing:
+            raise AuditError(f"readings.{key}: no config key {key!r}; a reading is a key of `python -m replicate` "
+                             "such as conventions.loss_reduction, conventions.momentum_form or optimizer.nesterov")
+        if any(item.split("=", 1)[0].lstrip("+~") == key for item in overrides):
+            raise AuditError(f"{key} is both set and listed as a reading; drop one of {key}=... and readings.{key}=...")
+    result = []
+    for values in itertools.product(*readings.values()):
+        settings = dict(zip(readings, values))
+        reading_overrides = [f"{key}={value}" for key, value in settings.items()]
+        try:
+            cfg = compose([*overrides, *reading_overrides])
+            check_config(cfg)
+        except ConfigError as error:
+            raise AuditError(f"reading {', '.join(reading_overrides)}: {error}") from None
+        except Exception as error:  # Hydra's composition errors: a value of the wrong type, an unknown group
+            raise AuditError(f"reading {', '.join(reading_overrides)}: {str(error).splitlines()[0]}") from None
+        result.append(Reading(settings, reading_overrides, cfg))
+    return result
+
+
+def update_identity(cfg, reference: dict, n_train: int) -> str:
+    """What the update computes, stated in the reference convention (the paper's own, with each
+    convention field that is a reading set to its first listed value), with everything else the run
+    uses. "" when the conversion to the reference is not exact: then no other reading is proven equal."""
+    from omegaconf import OmegaConf
+
+    from replicate import conventions
+    from replicate.checkpoint import NEUTRAL_KEYS
+    from replicate.config import conventions_fields
+    from replicate.plan import make_plan
+
+    target = conventions.Convention(name="reference", **{**conventions_fields(cfg), **reference})
+    try:
+        plan = make_plan(cfg, n_train=n_train, executed_convention=target)
+    except ConfigError:
+        return ""
+    if not plan.exact:
+        return ""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for key in (*NEUTRAL_KEYS, "conventions"):
+        settings.pop(key, None)
+    settings["train"].pop("convention", None)
+    for key in CONVERTED_OPTIMIZER_FIELDS:
+        settings["optimizer"].pop(key, None)
+    settings["applied"] = plan.applied
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def readings_by_key(readings: list[Reading]) -> dict[str, list[str]]:
+    """{key: values in the order listed}, from the combinations."""
+    values: dict[str, list[str]] = {}
+    for reading in readings:
+        for key, value in reading.settings.items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    return values
+
+
+def equivalence_classes(readings: list[Reading]) -> list[list[int]]:
+    """Indices of readings grouped by proven-equal updates, in order of first appearance."""
+    classes: dict[str, list[int]] = {}
+    for index, reading in enumerate(readings):
+        classes.setdefault(reading.identity or f"unproven-{index}", []).append(index)
+    return list(classes.values())
+
+
+def results_signature(report: dict) -> str:
+    """Per-seed final metrics and curves, bit for bit: equal signatures mean the same training."""
+    return json.dumps([[seed["seed"], seed["metrics"], seed["curve"]] for seed in report["seeds"]], sort_keys=True)
+
+
+def merge_identical(classes: list[list[int]], readings: list[Reading]) -> list[list[int]]:
+    """Classes whose representatives trained to bit-identical results are one class too."""
+    merged: dict[str, list[int]] = {}
+    for members in classes:
+        merged.setdefault(results_signature(readings[members[0]].report), []).extend(members)
+    return list(merged.values())
+
+
+def _printed_decimals(claim: dict) -> int | None:
+    """Decimals an exact claim was printed with: stated, or read off the value (0.041297 → 6)."""
+    if claim["statistic"] != "exact":
+        return None
+    from replicate.verdict import printed_decimals
+
+    return claim.get("decimals") if claim.get("decimals") is not None else printed_decimals(claim["claimed"])
+
+
+STATUS_ORDER = {"consistent": 0, "inconclusive": 1, "excluded": 2}
+
+
+def assess(report: dict) -> tuple[str, float]:
+    """(status, distance): consistent when every claim is REPRODUCED, excluded when any is NOT_REPRODUCED;
+    distance sums each claim's |mean − claimed| in units of its margin plus the seeds' spread (for ranking)."""
+    verdicts = [claim["verdict"]["verdict"] for claim in report["claims"]]
+    status = ("excluded" if "NOT_REPRODUCED" in verdicts else
+              "consistent" if all(verdict == "REPRODUCED" for verdict in verdicts) else "inconclusive")
+    distance = 0.0
+    for claim in report["claims"]:
+        mean, std = claim["verdict"]["mean"], claim["verdict"]["std"]
+        scale = claim["tolerance"] + (std if std == std else 0.0) + 1e-12 * max(1.0, abs(claim["claimed"]))
+        distance += abs(mean - claim["claimed"]) / scale if mean == mean else float("inf")
+    return status, distance
+
+
+def summarize(readings: list[Reading], classes: list[list[int]]) -> dict:
+    """audit.json's content: readings ranked by class, the recommendation and whether readings differ."""
+    assessed = {tuple(members): assess(readings[members[0]].report) for members in classes}
+    ordered = sorted(classes, key=lambda members: (STATUS_ORDER[assessed[tuple(members)][0]], assessed[tuple(members)][1]))
+    entries = []
+    for rank, members in enumerate(ordered, start=1):
+        status, distance = assessed[tuple(members)]
+        report = readings[members[0]].report
+        for index in members:
+            entries.append({
+                "settings": readings[index].settings, "rank": rank, "excluded": status == "excluded", "status": status,
+                "class": [readings[other].settings for other in members], "trained_as": readings[members[0]].settings,
+                "run_dir": report.get("run_dir"), "distance": distance,
+                "claims": [{"name": claim["name"], "claimed": claim["claimed"], "unit": claim["unit"],
+                            "statistic": claim["statistic"], "decimals": _printed_decimals(claim),
+                            "measured": claim["measured"], "verdict": claim["verdict"]}
+                           for claim in report["claims"]]})
+    consistent = [members for members in ordered if assessed[tuple(members)][0] == "consistent"]
+    if len(consistent) == 1 and len(consistent[0]) == 1:
+        recommended, reason = readings[consistent[0][0]].settings, "the only reading whose replication reproduces every claim"
+    elif len(consistent) == 1:
+        recommended = None
+        reason = ("the readings " + "; ".join(readings[i].label for i in consistent[0]) +
+                  " reproduce the claims and train identically: the claims cannot tell them apart")
+    elif consistent:
+        recommended = None
+        reason = ("several readings reproduce every claim (" + "; ".join(readings[m[0]].label for m in consistent) +
+                  "): more seeds, or a claim that separates them, are needed")
+    else:
+        recommended, reason = None, "no reading reproduces every claim"
+    return {"readings": entries, "recommended": recommended, "reason": reason,
+            "distinguishable": all(len(members) == 1 for members in classes),
+            "classes": [[readings[index].settings for index in members] for members in ordered]}
+
+
+def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_dir: Path | None, *,
+              log=print) -> tuple[dict, Path]:
+    """Train every equivalence class once and judge it; returns (audit dict, audit directory)."""
+    from replicate.cli import replicate_paper
+    from replicate.config import compose
+    from replicate.data import load_dataset
+
+    started = time.perf_counter()
+    try:
+        base = compose(overrides)
+    except Exception as error:
+        raise AuditError(str(error).splitlines()[0]) from None
+    readings = make_readings(base, overrides, reading_values)
+    paper = base.paper.id
+    audit_dir = Path(audit_dir or Path("outputs") / paper / f"audit-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    import torch
+
+    data = load_dataset(base.data, dtype={"float32": torch.float32, "float64": torch.float64}[base.train.dtype], device="cpu")
+    reference = {key.split(".", 1)[1]: values[0] for key, values in readings_by_key(readings).items()
+                 if key.startswith("conventions.")}
+    for reading in readings:
+        reading.identity = update_identity(reading.cfg, reference, len(data.y_train))
+    classes = equivalence_classes(readings)
+    for number, members in enumerate(classes, start=1):
+        representative = readings[members[0]]
+        run_dir = audit_dir / f"reading-{number}_{representative.slug}"
+        group = f"{paper}/audit/{representative.slug}"
+        cfg = compose([*overrides, *representative.overrides, f"wandb.group='{group}'"])  # quoted: it holds '='
+
+        same = "" if len(members) == 1 else " (trained once for " + "; ".join(readings[i].label for i in members) + ")"
+        log(f"reading {number}/{len(classes)}: {representative.label}{same}")
+        with contextlib.redirect_stdout(sys.stderr):  # each replication's own table; stdout is the audit's
+            report = replicate_paper(cfg, run_dir, [*overrides, *representative.overrides])
+        if not report:
+            raise AuditError("dry_run=true trains nothing, so there is nothing to audit; drop dry_run")
+        report["run_dir"] = str(run_dir)
+        for index in members:
+            readings[index].report = report
+    classes = merge_identical(classes, readings)
+    audit = {"paper": paper, **summarize(readings, classes),
+             "command": "python -m replicate.audit " + " ".join([*overrides, *(f"readings.{key}={','.join(values)}"
+                                                                            for key, values in reading_values.items())]),
+             "wall_time_s": round(time.perf_counter() - started, 1)}
+    return audit, audit_dir
+
+
+def render_table(audit: dict) -> str:
+    lines = [f"audit of {audit['paper']}: {len(audit['readings'])} reading(s)", ""]
+    header = ("rank", "reading", "status", "verdicts")
+    rows = [(str(entry["rank"]), ", ".join(f"{k}={v}" for k, v in entry["settings"].items()), entry["status"],
+             "; ".join(f"{claim['name']}: {claim['verdict']['verdict']} ({_measured(claim)})" for claim in entry["claims"]))
+            for entry in audit["readings"]]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    lines += ["", f"distinguishable: {'yes' if audit['distinguishable'] else 'no'}"]
+    for members in audit["classes"]:
+        if len(members) > 1:
+            lines.append("  one class (the same update): " + " | ".join(", ".join(f"{k}={v}" for k, v in m.items())
+                                                                       for m in members))
+    recommended = audit["recommended"]
+    lines.append("recommended: " + (", ".join(f"{k}={v}" for k, v in recommended.items()) if recommended else "none")
+                 + f" ({audit['reason']})")
+    return "\n".join(lines)
+
+
+def _measured(claim: dict) -> str:
+    verdict = claim["verdict"]
+    unit = "%" if claim["unit"] == "%" else ""
+    if verdict.get("n", 0) > 1:
+        return f"{verdict['mean']:.4g}{unit} ± {verdict['std']:.2g} vs {claim['claimed']:g}{unit}"
+    if claim.get("decimals") is not None:  # an exact claim: as many decimals as the source printed
+        return f"{verdict['mean']:.{claim['decimals']}f}{unit} vs {claim['claimed']:.{claim['decimals']}f}{unit}"
+    return f"{verdict['mean']:.6g}{unit} vs {claim['claimed']:g}{unit}"
+
+
+def render_markdown(audit: dict) -> str:
+    lines = [f"# Audit: {audit['paper']}", "", f"Command: `{audit['command']}`", "",
+             "| rank | reading | status | claims |", "|---|---|---|---|"]
+    for entry in audit["readings"]:
+        reading = ", ".join(f"`{k}={v}`" for k, v in entry["settings"].items())
+        claims = "<br>".join(f"{claim['name']}: **{claim['verdict']['verdict']}** ({_measured(claim)}); "
+                             f"{claim['verdict'].get('explanation', '')}" for claim in entry["claims"])
+        lines.append(f"| {entry['rank']} | {reading} | {entry['status']} | {claims} |")
+    recommended = audit["recommended"]
+    lines += ["", f"- distinguishable: {'yes' if audit['distinguishable'] else 'no'}",
+              "- recommended: " + (", ".join(f"`{k}={v}`" for k, v in recommended.items()) if recommended else "none")
+              + f" ({audit['reason']})"]
+    for members in audit["classes"]:
+        if len(members) > 1:
+            lines.append("- one equivalence class (exact conversion, or bit-identical results): "
+                         + "; ".join(", ".join(f"`{k}={v}`" for k, v in m.items()) for m in members))
+    return "\n".join(lines) + "\n"
+
+
+def write_audit(audit: dict, audit_dir: Path) -> None:
+    from replicate.report import render_json_text, write_atomically
+
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(audit_dir / "audit.json", render_json_text(audit))
+    write_atomically(audit_dir / "audit.md", render_markdown(audit))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(argument in ("-h", "--help") for argument in argv):
+        print(HELP)
+        return 0
+    try:
+        overrides, reading_values, options = parse_arguments(argv)
+        audit, audit_dir = run_audit(overrides, reading_values, options["dir"],
+                                     log=lambda line: print(line, file=sys.stderr))
+        write_audit(audit, audit_dir)
+    except (AuditError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if options["format"] == "json":
+        from replicate.report import render_json_text
+
+        print(render_json_text(audit), end="")
+    else:
+        print(render_table(audit))
+        print(f"audit: {audit_dir / 'audit.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
