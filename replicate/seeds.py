@@ -2,12 +2,13 @@
 
 Every parameter gets a leading seed axis. Models built only from nn.Linear layers and elementwise
 ops run with their Linear layers swapped for SeedLinear, whose batched matrix products are, seed by
-seed, the very products nn.Linear computes (bit for bit, checked in tests). Any other model runs
-under `torch.func.vmap`. The optimizer steps one buffer per parameter group, each seed's numbers in a
-zero-padded row of their own laid out as when the seed trains alone, so its kernels round each seed's
-numbers as they would alone (SeedStack.flatten). Models
-neither path can batch (aten::gru has no vmap rule) train one seed at a time through the same
-SeedStack interface.
+seed, the very products nn.Linear computes (bit for bit, checked in tests); the GRU model's nn.GRU
+becomes a SeedGRU, PyTorch's CPU GRU written out with the same products and elementwise steps. Any
+other model runs under `torch.func.vmap`. The optimizer steps one buffer per parameter group, each
+seed's numbers in a zero-padded row of their own laid out as when the seed trains alone, so its
+kernels round each seed's numbers as they would alone (SeedStack.flatten). Models neither path can
+batch (aten::gru has no vmap rule: an nn.GRU that SeedGRU does not cover) train one seed at a time
+through the same SeedStack interface.
 
     stack = SeedStack(cfg.model, seeds=[0, 1, 2], dtype=torch.float32, device="cpu")
     logits = stack(x)  # x: (n_seeds, batch, ...) → (n_seeds, batch, classes)
@@ -68,16 +69,103 @@ class SeedLinear(nn.Module):
         return _SeedLinearFunction.apply(x, self.weight, self.bias)
 
 
+class _SeedProductFunction(torch.autograd.Function):
+    """y = x Wᵀ per seed, no bias: the product aten::mm computes for an input projection, with the backward
+    products mm computes (g W, and gᵀx in the weight's own layout, as for _SeedLinearFunction)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return torch.bmm(x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        # gᵀx sums over every step of every example (40 × 100 terms for the MNIST-1D GRU): seed by seed with
+        # mm, because bmm's kernel for this long sum adds in another order than mm's (last bits differ)
+        return grad_x, torch.stack([torch.mm(g.t(), inputs) for g, inputs in zip(grad, x)])
+
+
+def seed_gru_covers(layer: nn.GRU) -> bool:
+    """SeedGRU transcribes one biased, batch-first layer without dropout (either direction count)."""
+    return layer.num_layers == 1 and layer.bias and layer.batch_first and layer.proj_size == 0
+
+
+def _seed_linear(x, weight, bias):
+    """F.linear per seed (the bias added by the product itself, as aten::addmm does)."""
+    if torch.is_autocast_enabled(x.device.type):  # reduced precision: autograd's own backward runs the casts
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    return _SeedLinearFunction.apply(x, weight, bias)
+
+
+def _seed_gru_cell(input_gates, hidden, weight_hh, bias_hh):
+    """One step of several seeds, the operations of aten's GRUCell (aten/src/ATen/native/RNN.cpp, CPU
+    branch) in its order: the same in-place updates on the same chunks, so that each seed's numbers meet
+    the same kernels, and autograd's backward adds each gradient's contributions in the same order.
+    input_gates: (n_seeds, batch, 3·hidden), this step's precomputed input projection; hidden: (n_seeds, batch, hidden)."""
+    chunked_igates = input_gates.unsafe_chunk(3, -1)
+    chunked_hgates = _seed_linear(hidden, weight_hh, bias_hh).unsafe_chunk(3, -1)
+    reset_gate = chunked_hgates[0].add_(chunked_igates[0]).sigmoid_()
+    input_gate = chunked_hgates[1].add_(chunked_igates[1]).sigmoid_()
+    new_gate = chunked_igates[2].add(chunked_hgates[2].mul_(reset_gate)).tanh_()
+    return (hidden - new_gate).mul_(input_gate).add_(new_gate)
+
+
+class SeedGRU(nn.Module):
+    """The nn.GRU layers of several seeds (seed_gru_covers) as one layer: each parameter with a leading seed axis.
+
+    PyTorch's CPU GRU (aten::gru, RNN.cpp FullLayer and GRUCell) projects the whole sequence's input at once
+    (mm, then + bias_ih), then steps the cell through time (addmm for the hidden projection, then elementwise
+    ops); the reverse direction steps the same projection backwards. This is that computation with a seed
+    axis in front: the products are batched products that compute, seed by seed, the products aten::mm and
+    aten::addmm compute (as SeedLinear's do), and the elementwise ops run on the same rows. So each seed's
+    outputs and gradients are bit for bit those of its nn.GRU alone (tests/test_batched.py)."""
+
+    def __init__(self, layers: list[nn.GRU]):
+        super().__init__()
+        self.hidden_size, self.directions = layers[0].hidden_size, 2 if layers[0].bidirectional else 1
+        self.names = [name for name, _ in layers[0].named_parameters()]  # weight_ih_l0, weight_hh_l0, bias_ih_l0, ...
+        for name in self.names:
+            self.register_parameter(name, nn.Parameter(torch.stack([layer.get_parameter(name).detach() for layer in layers])))
+
+    def forward(self, x: torch.Tensor):
+        """x: (n_seeds, batch, steps, features) → (outputs (n_seeds, batch, steps, directions·hidden), None)."""
+        n_seeds, batch, steps, features = x.shape
+        inputs = x.transpose(1, 2).reshape(n_seeds, steps * batch, features)  # time-major, as aten runs batch_first input
+        initial = x.new_zeros(self.directions, n_seeds, batch, self.hidden_size).unbind(0)
+        outputs = []
+        for direction, suffix in enumerate(("_l0", "_l0_reverse")[:self.directions]):
+            weight_ih, weight_hh, bias_ih, bias_hh = (self.get_parameter(f"{kind}{suffix}")
+                                                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            if torch.is_autocast_enabled(x.device.type):
+                projected = torch.bmm(inputs, weight_ih.transpose(1, 2))
+            else:
+                projected = _SeedProductFunction.apply(inputs, weight_ih)
+            step_inputs = (projected.view(n_seeds, steps, batch, -1) + bias_ih[:, None, None, :]).unbind(1)
+            hidden, per_step = initial[direction], [None] * steps
+            for step in (range(steps) if direction == 0 else reversed(range(steps))):
+                hidden = per_step[step] = _seed_gru_cell(step_inputs[step], hidden, weight_hh, bias_hh)
+            outputs.append(torch.stack(per_step, 1))
+        return torch.cat(outputs, -1).transpose(1, 2), None
+
+
 def runs_on_seed_axis(model: nn.Module) -> bool:
-    """Whether swapping the Linear layers makes `model` take a leading seed axis: its class says its
-    forward is Linear layers and elementwise ops only, and every parameter belongs to an nn.Linear."""
-    linear_parameters = sum(2 for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
-    return getattr(type(model), "linear_and_elementwise_only", False) and linear_parameters == len(list(model.parameters()))
+    """Whether swapping its layers for seed-stacked twins makes `model` take a leading seed axis: its class
+    says its forward is Linear layers and elementwise ops only (or, the GRU model, also GRU layers), and
+    every parameter belongs to an nn.Linear or to an nn.GRU that SeedGRU covers."""
+    covered = sum(2 for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
+    covered += sum(len(list(m.parameters())) for m in model.modules() if isinstance(m, nn.GRU) and seed_gru_covers(m))
+    marked = getattr(type(model), "linear_and_elementwise_only", False) or getattr(type(model), "gru_linear_and_elementwise_only", False)
+    return marked and covered == len(list(model.parameters()))
 
 
 def batching_method(model_cfg) -> str:
     """How StackedModel batches this architecture's seeds, in words for the report."""
-    return "seed-stacked linear layers" if runs_on_seed_axis(build_model(model_cfg)) else "torch.func.vmap over seeds"
+    model = build_model(model_cfg)
+    if not runs_on_seed_axis(model):
+        return "torch.func.vmap over seeds"
+    return "seed-stacked GRU and linear layers" if any(isinstance(m, nn.GRU) for m in model.modules()) else "seed-stacked linear layers"
 
 
 class StackedModel(nn.Module):
@@ -89,10 +177,11 @@ class StackedModel(nn.Module):
         if runs_on_seed_axis(models[0]):
             self.body = copy.deepcopy(models[0])
             for name, layer in list(self.body.named_modules()):
-                if isinstance(layer, nn.Linear):
+                if isinstance(layer, (nn.Linear, nn.GRU)):
                     parent, _, attribute = name.rpartition(".")
                     layers = [m.get_submodule(name) for m in models]
-                    setattr(self.body.get_submodule(parent) if parent else self.body, attribute, SeedLinear(layers))
+                    stacked = SeedLinear(layers) if isinstance(layer, nn.Linear) else SeedGRU(layers)
+                    setattr(self.body.get_submodule(parent) if parent else self.body, attribute, stacked)
             self.stacked = [self.body.get_parameter(name) for name in self.names]
         else:
             self.body = None
