@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from replicate.models import build_model, initialize_like_sklearn
+from replicate.seed_gru import SeedGRU, seed_gru_covers
 
 
 # Elements per seed row of an optimizer buffer (SeedStack.flatten): a multiple of every SIMD vector width
@@ -67,87 +68,6 @@ class SeedLinear(nn.Module):
         if torch.is_autocast_enabled(x.device.type):  # reduced precision: autograd's own backward runs the casts
             return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
         return _SeedLinearFunction.apply(x, self.weight, self.bias)
-
-
-class _SeedProductFunction(torch.autograd.Function):
-    """y = x Wᵀ per seed, no bias: the product aten::mm computes for an input projection, with the backward
-    products mm computes (g W, and gᵀx in the weight's own layout, as for _SeedLinearFunction)."""
-
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
-        return torch.bmm(x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        # gᵀx sums over every step of every example (40 × 100 terms for the MNIST-1D GRU): seed by seed with
-        # mm, because bmm's kernel for this long sum adds in another order than mm's (last bits differ)
-        return grad_x, torch.stack([torch.mm(g.t(), inputs) for g, inputs in zip(grad, x)])
-
-
-def seed_gru_covers(layer: nn.GRU) -> bool:
-    """SeedGRU transcribes one biased, batch-first layer without dropout (either direction count)."""
-    return layer.num_layers == 1 and layer.bias and layer.batch_first and layer.proj_size == 0
-
-
-def _seed_linear(x, weight, bias):
-    """F.linear per seed (the bias added by the product itself, as aten::addmm does)."""
-    if torch.is_autocast_enabled(x.device.type):  # reduced precision: autograd's own backward runs the casts
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-    return _SeedLinearFunction.apply(x, weight, bias)
-
-
-def _seed_gru_cell(input_gates, hidden, weight_hh, bias_hh):
-    """One step of several seeds, the operations of aten's GRUCell (aten/src/ATen/native/RNN.cpp, CPU
-    branch) in its order: the same in-place updates on the same chunks, so that each seed's numbers meet
-    the same kernels, and autograd's backward adds each gradient's contributions in the same order.
-    input_gates: (n_seeds, batch, 3·hidden), this step's precomputed input projection; hidden: (n_seeds, batch, hidden)."""
-    chunked_igates = input_gates.unsafe_chunk(3, -1)
-    chunked_hgates = _seed_linear(hidden, weight_hh, bias_hh).unsafe_chunk(3, -1)
-    reset_gate = chunked_hgates[0].add_(chunked_igates[0]).sigmoid_()
-    input_gate = chunked_hgates[1].add_(chunked_igates[1]).sigmoid_()
-    new_gate = chunked_igates[2].add(chunked_hgates[2].mul_(reset_gate)).tanh_()
-    return (hidden - new_gate).mul_(input_gate).add_(new_gate)
-
-
-class SeedGRU(nn.Module):
-    """The nn.GRU layers of several seeds (seed_gru_covers) as one layer: each parameter with a leading seed axis.
-
-    PyTorch's CPU GRU (aten::gru, RNN.cpp FullLayer and GRUCell) projects the whole sequence's input at once
-    (mm, then + bias_ih), then steps the cell through time (addmm for the hidden projection, then elementwise
-    ops); the reverse direction steps the same projection backwards. This is that computation with a seed
-    axis in front: the products are batched products that compute, seed by seed, the products aten::mm and
-    aten::addmm compute (as SeedLinear's do), and the elementwise ops run on the same rows. So each seed's
-    outputs and gradients are bit for bit those of its nn.GRU alone (tests/test_batched.py)."""
-
-    def __init__(self, layers: list[nn.GRU]):
-        super().__init__()
-        self.hidden_size, self.directions = layers[0].hidden_size, 2 if layers[0].bidirectional else 1
-        self.names = [name for name, _ in layers[0].named_parameters()]  # weight_ih_l0, weight_hh_l0, bias_ih_l0, ...
-        for name in self.names:
-            self.register_parameter(name, nn.Parameter(torch.stack([layer.get_parameter(name).detach() for layer in layers])))
-
-    def forward(self, x: torch.Tensor):
-        """x: (n_seeds, batch, steps, features) → (outputs (n_seeds, batch, steps, directions·hidden), None)."""
-        n_seeds, batch, steps, features = x.shape
-        inputs = x.transpose(1, 2).reshape(n_seeds, steps * batch, features)  # time-major, as aten runs batch_first input
-        initial = x.new_zeros(self.directions, n_seeds, batch, self.hidden_size).unbind(0)
-        outputs = []
-        for direction, suffix in enumerate(("_l0", "_l0_reverse")[:self.directions]):
-            weight_ih, weight_hh, bias_ih, bias_hh = (self.get_parameter(f"{kind}{suffix}")
-                                                      for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            if torch.is_autocast_enabled(x.device.type):
-                projected = torch.bmm(inputs, weight_ih.transpose(1, 2))
-            else:
-                projected = _SeedProductFunction.apply(inputs, weight_ih)
-            step_inputs = (projected.view(n_seeds, steps, batch, -1) + bias_ih[:, None, None, :]).unbind(1)
-            hidden, per_step = initial[direction], [None] * steps
-            for step in (range(steps) if direction == 0 else reversed(range(steps))):
-                hidden = per_step[step] = _seed_gru_cell(step_inputs[step], hidden, weight_hh, bias_hh)
-            outputs.append(torch.stack(per_step, 1))
-        return torch.cat(outputs, -1).transpose(1, 2), None
 
 
 def runs_on_seed_axis(model: nn.Module) -> bool:
