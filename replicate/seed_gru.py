@@ -9,7 +9,9 @@ products round the same in any memory layout, and the sigmoid, the one op whose 
 differently from its scalar loop, runs on the same rows of `hidden` numbers as in aten. The backward is
 written out (_SeedGRUSequence) with the operations autograd runs for aten's cell, adding each gradient's
 contributions in the order autograd adds them. Checked: outputs, gradients and whole training runs equal
-nn.GRU's bit for bit, float32 and float64, AVX-512 and AVX2 kernels (tests/test_batched.py).
+nn.GRU's bit for bit, float32 and float64, AVX-512 and AVX2 kernels (tests/test_batched.py). On a
+GPU, nn.GRU runs cuDNN's fused kernels instead, so there the seeds agree with seeds alone to rounding only
+(not yet measured: no GPU was available).
 
     layer = SeedGRU([model.gru for model in models])   # one nn.GRU per seed
     outputs, _ = layer(x)  # x: (n_seeds, batch, steps, features) → (n_seeds, batch, steps, directions·hidden)
