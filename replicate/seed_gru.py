@@ -23,26 +23,11 @@ from torch import nn
 
 
 def seed_gru_covers(layer: nn.GRU) -> bool:
-    """SeedGRU transcribes one biased, batch-first layer without projection (one or two directions)."""
-    return layer.num_layers == 1 and layer.bias and layer.batch_first and layer.proj_size == 0
-
-
-class _SeedProductFunction(torch.autograd.Function):
-    """y = x Wᵀ per seed, no bias: the product aten::mm computes for the input projection, with the backward
-    products mm computes (g W, and gᵀx in the weight's own layout)."""
-
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
-        return torch.bmm(x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        # gᵀx sums over every step of every example (40 × 100 terms for the MNIST-1D GRU): seed by seed with
-        # mm, because bmm's kernel for this long a sum adds in another order than mm's (last bits differ)
-        return grad_x, torch.stack([torch.mm(g.t(), inputs) for g, inputs in zip(grad, x)])
+    """SeedGRU transcribes one biased, batch-first layer without projection (one or two directions) that reads
+    one feature per time step, as the MNIST-1D GRU does: each input gate is then a single product, which
+    rounds the same whichever order the time steps are laid out in."""
+    return (layer.num_layers == 1 and layer.bias and layer.batch_first and layer.proj_size == 0
+            and layer.input_size == 1)
 
 
 class _SeedGRUSequence(torch.autograd.Function):
@@ -55,16 +40,19 @@ class _SeedGRUSequence(torch.autograd.Function):
     backwards (step k reads and writes time steps − 1 − k)."""
 
     @staticmethod
-    def forward(ctx, input_gates, weight_hh, bias_hh, directions):
-        """input_gates: (rows, steps, batch, 3·hidden), each time step's input projection + bias_ih;
-        weight_hh: (rows, 3·hidden, hidden); bias_hh: (rows, 3·hidden). → (n_seeds, steps, batch, directions·hidden)."""
-        rows, steps, batch, width = input_gates.shape
-        n_seeds, size = rows // directions, width // 3
-        hidden = input_gates.new_zeros(rows, batch, size)
+    def forward(ctx, inputs, weight_ih, bias_ih, weight_hh, bias_hh, steps, directions):
+        """inputs: (n_seeds, steps·batch, 1), time-major; weight_ih: (rows, 3·hidden, 1); bias_ih, bias_hh:
+        (rows, 3·hidden); weight_hh: (rows, 3·hidden, hidden). → (n_seeds, steps, batch, directions·hidden)."""
+        n_seeds, length, features = inputs.shape
+        rows, batch, size = directions * n_seeds, length // steps, weight_hh.shape[2]
+        ordered = inputs if directions == 1 else torch.cat(
+            [inputs, inputs.view(n_seeds, steps, batch, features).flip(1).reshape(n_seeds, length, features)])
+        # aten's input projection (mm, then + bias_ih), the reverse rows' steps already in the order taken
+        input_gates = torch.bmm(ordered, weight_ih.transpose(1, 2)).view(rows, steps, batch, -1) + bias_ih[:, None, None, :]
+        hidden = inputs.new_zeros(rows, batch, size)
         hiddens, gates, new_gates, differences = [hidden], [], [], []
         for step in range(steps):
-            step_gates = input_gates[:, step] if directions == 1 else \
-                torch.cat([input_gates[:n_seeds, step], input_gates[n_seeds:, steps - 1 - step]])
+            step_gates = input_gates[:, step]
             hidden_gates = torch.baddbmm(bias_hh.unsqueeze(1), hidden, weight_hh.transpose(1, 2))  # aten: addmm
             # in place on a chunk with stride 3·hidden, as aten: the sigmoid runs on rows of `hidden` numbers
             reset_gate = hidden_gates[..., :size].add_(step_gates[..., :size]).sigmoid_()
@@ -76,14 +64,14 @@ class _SeedGRUSequence(torch.autograd.Function):
             gates.append(hidden_gates)  # reset gate, input gate, and the hidden projection's new-gate third
             new_gates.append(new_gate)
             differences.append(difference)
-        ctx.save_for_backward(weight_hh)
+        ctx.save_for_backward(inputs, weight_hh)
         ctx.hiddens, ctx.gates, ctx.new_gates, ctx.differences = hiddens, gates, new_gates, differences
         outputs = torch.stack(hiddens[1:], 1)
         return outputs if directions == 1 else torch.cat([outputs[:n_seeds], outputs[n_seeds:].flip(1)], -1)
 
     @staticmethod
     def backward(ctx, grad_outputs):
-        (weight_hh,) = ctx.saved_tensors
+        inputs, weight_hh = ctx.saved_tensors
         n_seeds, steps, batch, _ = grad_outputs.shape
         rows, size = weight_hh.shape[0], weight_hh.shape[2]
         if rows != n_seeds:  # both directions: rows in the order the steps were taken
@@ -116,9 +104,14 @@ class _SeedGRUSequence(torch.autograd.Function):
         # the input gates' gradient: the hidden gates' for the reset and input gates, the new gate's own for the third
         grad_input_gates = grad_hidden_gates
         grad_input_gates[..., 2 * size:] = grad_new_gates
-        if rows != n_seeds:  # back to time order
+        if rows != n_seeds:  # back to time order: the input projection's gradient sums run over time as aten's
             grad_input_gates = torch.cat([grad_input_gates[:n_seeds], grad_input_gates[n_seeds:].flip(1)])
-        return grad_input_gates, grad_weight, grad_bias, None
+        grad_bias_ih = grad_input_gates.sum((1, 2))  # autograd's sum over the broadcast dimensions of + bias_ih
+        # mm's gradient gᵀx, seed by seed: a sum over every step of every example (40 × 100 terms here), which
+        # bmm's kernel adds in another order than mm's
+        grad_input_gates = grad_input_gates.flatten(1, 2)
+        grad_weight_ih = torch.stack([torch.mm(grad_input_gates[row].t(), inputs[row % n_seeds]) for row in range(rows)])
+        return None, grad_weight_ih, grad_bias_ih, grad_weight, grad_bias, None, None
 
 
 def _seed_gru_cell(input_gates, hidden, weight_hh, bias_hh):
@@ -154,14 +147,14 @@ class SeedGRU(nn.Module):
         """x: (n_seeds, batch, steps, features) → (outputs (n_seeds, batch, steps, directions·hidden), None)."""
         n_seeds, batch, steps, features = x.shape
         rows, autocast = self.directions * n_seeds, torch.is_autocast_enabled(x.device.type)
-        # time-major, as aten runs batch_first input; the same sequence for each direction
-        inputs = x.transpose(1, 2).reshape(n_seeds, steps * batch, features).repeat(self.directions, 1, 1)
+        inputs = x.transpose(1, 2).reshape(n_seeds, steps * batch, features)  # time-major, as aten runs batch_first input
         weight_ih, bias_ih = self.per_direction("weight_ih"), self.per_direction("bias_ih")
-        projected = torch.bmm(inputs, weight_ih.transpose(1, 2)) if autocast else _SeedProductFunction.apply(inputs, weight_ih)
-        gates = projected.view(rows, steps, batch, -1) + bias_ih[:, None, None, :]
         weight_hh, bias_hh = self.per_direction("weight_hh"), self.per_direction("bias_hh")
         if not autocast:
-            return _SeedGRUSequence.apply(gates, weight_hh, bias_hh, self.directions).transpose(1, 2), None
+            outputs = _SeedGRUSequence.apply(inputs, weight_ih, bias_ih, weight_hh, bias_hh, steps, self.directions)
+            return outputs.transpose(1, 2), None
+        projected = torch.bmm(inputs.repeat(self.directions, 1, 1), weight_ih.transpose(1, 2))
+        gates = projected.view(rows, steps, batch, -1) + bias_ih[:, None, None, :]
         hidden, per_step = x.new_zeros(rows, batch, self.hidden_size), []
         for step in range(steps):
             step_gates = gates[:, step] if self.directions == 1 else \
