@@ -15,7 +15,10 @@ Metrics (targets for a 2-core CPU):
   roofline_fraction   FLOP/s of the batched run vs a large fp32 GEMM, same threads, device     ≥ 0.30
   startup_overhead_s  `python -m replicate` to its first optimizer step − `import torch`      ≤ 0.5 s
   default_run_s       `python -m replicate` with its defaults (wandb offline)                 ≤ 60 s
-plus an equality check: per-seed parameters of the batched run vs the sequential runs.
+  gru_seeds_speedup   the GRU entry's 5 seeds batched vs 5 sequential runs                    ≥ 3
+  contended_slowdown  batched seeds at the default threads vs the best fixed count, every
+                      core kept busy by another process (the bench starts and ends them)     ≤ 1.5
+plus equality checks: per-seed parameters of the batched runs (MLP, GRU) vs the sequential runs.
 Each in-process measurement runs at the thread count the CLI would give it (replicate.runtime):
 one thread for a seed alone, one per seed up to the cores for the 8 batched seeds; seeds_speedup also
 reports the sequential runs at the batched thread count. threads=<n> sets every in-process
@@ -34,19 +37,23 @@ import time
 from pathlib import Path
 
 from replicate.bench_processes import measure_processes
+from replicate.bench_seeds import measure_contended, measure_gru_seeds
 
 USAGE = "usage: python -m replicate.bench [format=table|json] [mode=full|tiny] [threads=<n>] [device=cpu|cuda[:<i>]]"
 SEEDS = list(range(8))
 # steps and repeats per mode; tiny only proves every measurement runs (CI), its times mean little
 MODES = {
     "full": dict(loop_steps=500, loop_repeats=7, seed_steps=200, seed_repeats=5, gemm_repeats=5,
-                 float64_steps=200, process_repeats=9, default_run_steps=None),
+                 float64_steps=200, process_repeats=9, default_run_steps=None, gru_steps=100, gru_repeats=3,
+                 contended_steps=100, contended_repeats=3, contended_limit_s=300),
     "tiny": dict(loop_steps=20, loop_repeats=1, seed_steps=10, seed_repeats=1, gemm_repeats=2,
-                 float64_steps=10, process_repeats=1, default_run_steps=5),
+                 float64_steps=10, process_repeats=1, default_run_steps=5, gru_steps=2, gru_repeats=1,
+                 contended_steps=5, contended_repeats=1, contended_limit_s=60),
 }
 TARGETS = {  # (comparison, target, unit)
     "loop_speedup": (">=", 1.7, "×"), "seeds_speedup": (">=", 3.0, "×"), "roofline_fraction": (">=", 0.30, ""),
     "startup_overhead_s": ("<=", 0.5, "s"), "default_run_s": ("<=", 60.0, "s"),
+    "gru_seeds_speedup": (">=", 3.0, "×"), "contended_slowdown": ("<=", 1.5, "×"),
 }
 FLOAT32_TOLERANCE, FLOAT64_TOLERANCE = 1e-6, 0.0  # relative: max|Δ| / max|θ| per tensor; float64 must be identical
 def fail(message: str) -> None:
@@ -94,7 +101,8 @@ def describe_machine(torch, device, threads: dict, allocator: str) -> dict:
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas,
             "parallel_backend": next((line.split(":", 1)[1].strip() for line in info if line.startswith("ATen parallel")), ""),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg()[0]}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "load_average_before": os.getloadavg()[0]}
 
 
 def interleaved(candidates: dict, repeats: int, synchronize=lambda: None) -> dict:
@@ -342,6 +350,15 @@ def format_table(result: dict) -> str:
                                  if "one_step_run_s" in startup else "")
                               + f" (medians of {startup['repeats']} rounds; differences paired by round)",
         "default_run_s": default["note"],
+        "gru_seeds_speedup": (lambda gru: f"{gru['seeds']} seeds × {gru['steps']} steps ({gru['method']}): batched "
+                              f"{gru['batched_s']:.2f} s ({gru['threads']['batched']} thread(s)), sequential "
+                              f"{gru['sequential_s']:.2f} s ({gru['threads']['single_seed']} thread(s)) "
+                              f"(median of {gru['repeats']})")(metrics["gru_seeds_speedup"]),
+        "contended_slowdown": (lambda busy: f"{busy['seeds']} MLP seeds × {busy['steps']} steps beside "
+                               f"{busy['busy_processes']} busy processes (load {busy['load_average_during']:.1f}): default "
+                               f"{busy['default_threads']} thread(s) {busy['medians_s']['default']:.2f} s, fastest fixed "
+                               f"{busy['best_fixed']} {busy['medians_s'][busy['best_fixed']]:.2f} s; OMP_WAIT_POLICY "
+                               f"{busy['wait_policy']} (median of {busy['repeats']})")(metrics["contended_slowdown"]),
     }
     lines = [f"replicate.bench mode={result['mode']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
              f"{machine['threads']['single_seed']} thread(s) for a seed alone and {machine['threads']['batched']} for "
@@ -359,7 +376,8 @@ def format_table(result: dict) -> str:
         lines.append(f"| {name} | {shown(metric['value'], metric['unit'])} | {metric['comparison'].replace('>=', '≥').replace('<=', '≤')} "
                      f"{metric['target']:g}{metric['unit'] if metric['unit'] != 's' else ' s'} | {met} | {details[name]} |")
     lines += ["", f"Equality ({equality['definition']}):"]
-    for name, label in (("float32", "float32"), ("float64", "float64"), ("float64_vmap_cnn", "float64, CNN under vmap (reported only)")):
+    for name, label in (("float32", "float32"), ("float64", "float64"), ("gru_float32", "GRU (5 seeds), float32"),
+                        ("float64_vmap_cnn", "float64, CNN under vmap (reported only)")):
         check = equality[name]
         lines.append(f"- {label}, {check['steps']} steps: max|Δ| {check['max_abs_diff']:.2e}, relative "
                      f"{check['max_rel_diff']:.2e}, parameters bit-identical {'yes' if check['bit_identical'] else 'no'}, "
@@ -372,9 +390,10 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     options = parse_arguments(sys.argv[1:] if argv is None else argv)
     settings = MODES[options["mode"]]
-    import torch
+    from replicate.runtime import intra_op_threads, reuse_freed_memory, wait_passively
 
-    from replicate.runtime import intra_op_threads, reuse_freed_memory
+    wait_passively()  # as the CLI does, before torch loads
+    import torch
 
     device = torch.device(options["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -389,6 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     # also caches MNIST-1D for the subprocesses
     metrics, equality = measure_in_process(torch, settings, threads, device)
+    metrics["gru_seeds_speedup"], equality["gru_float32"] = measure_gru_seeds(
+        torch, settings, device, options["threads"], interleaved=interleaved, parameter_difference=parameter_difference)
+    equality["passed"] = equality["passed"] and equality["gru_float32"]["passed"]
+    metrics["contended_slowdown"] = measure_contended(torch, settings, device, threads["batched"], interleaved=interleaved)
     with tempfile.TemporaryDirectory(prefix="replicate-bench-") as workdir:
         metrics.update(measure_processes(settings, workdir, options["device"]))
     judge_targets(metrics)

@@ -210,6 +210,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate import report as reporting
     from replicate.data import BatchOrder, load_dataset
     from replicate.log import mirror_to_wandb, print_summary
+    from replicate.models import is_recurrent
     from replicate.plan import make_plan
     from replicate.runtime import intra_op_threads, reuse_freed_memory
     from replicate.seeds import batching_method, can_vectorize
@@ -237,7 +238,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         return {}
     batched = str(cfg.train.batched).lower()
     vectorize = len(seeds) > 1 and batched != "false" and (batched == "true" or can_vectorize(cfg.model, data, dtype))
-    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device)
+    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device,
+                               recurrent=is_recurrent(cfg.model))
     torch.set_num_threads(threads)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
@@ -298,6 +300,9 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
 
 
 def main() -> None:
+    from replicate.runtime import wait_passively
+
+    wait_passively()  # before torch loads: its OpenMP runtime reads the policy once
     check_arguments(sys.argv[1:])
     import hydra
     from hydra.core.hydra_config import HydraConfig

@@ -109,6 +109,8 @@ class BidirectionalGRU(nn.Module):
     but is exactly zero; we pass no initial state (PyTorch's default is zeros), the same values.
     """
 
+    gru_linear_and_elementwise_only = True  # forward takes a leading seed axis once its GRU and Linear layers carry one
+
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 6, bidirectional: bool = True):
         super().__init__()
         self.gru = nn.GRU(input_size=1, hidden_size=hidden_size, batch_first=True, bidirectional=bidirectional)
@@ -117,7 +119,12 @@ class BidirectionalGRU(nn.Module):
 
     def forward(self, x):
         output, _ = self.gru(x.unsqueeze(-1))
-        return self.linear(output.flatten(1))
+        return self.linear(output.flatten(-2))  # (…, batch, steps, features) → (…, batch, steps·features)
+
+
+def is_recurrent(model_cfg) -> bool:
+    """Whether the model steps through time (its step is a chain of small ops: replicate.runtime.intra_op_threads)."""
+    return model_cfg.name == "gru"
 
 
 def build_model(model_cfg) -> nn.Module:

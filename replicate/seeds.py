@@ -2,12 +2,13 @@
 
 Every parameter gets a leading seed axis. Models built only from nn.Linear layers and elementwise
 ops run with their Linear layers swapped for SeedLinear, whose batched matrix products are, seed by
-seed, the very products nn.Linear computes (bit for bit, checked in tests). Any other model runs
-under `torch.func.vmap`. The optimizer steps one buffer per parameter group, each seed's numbers in a
-zero-padded row of their own laid out as when the seed trains alone, so its kernels round each seed's
-numbers as they would alone (SeedStack.flatten). Models
-neither path can batch (aten::gru has no vmap rule) train one seed at a time through the same
-SeedStack interface.
+seed, the very products nn.Linear computes (bit for bit, checked in tests); the GRU model's nn.GRU
+becomes a SeedGRU, PyTorch's CPU GRU written out with the same products and elementwise steps. Any
+other model runs under `torch.func.vmap`. The optimizer steps one buffer per parameter group, each
+seed's numbers in a zero-padded row of their own laid out as when the seed trains alone, so its
+kernels round each seed's numbers as they would alone (SeedStack.flatten). Models neither path can
+batch (aten::gru has no vmap rule: an nn.GRU that SeedGRU does not cover) train one seed at a time
+through the same SeedStack interface.
 
     stack = SeedStack(cfg.model, seeds=[0, 1, 2], dtype=torch.float32, device="cpu")
     logits = stack(x)  # x: (n_seeds, batch, ...) → (n_seeds, batch, classes)
@@ -23,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from replicate.models import build_model, initialize_like_sklearn
+from replicate.seed_gru import SeedGRU, seed_gru_covers
 
 
 # Elements per seed row of an optimizer buffer (SeedStack.flatten): a multiple of every SIMD vector width
@@ -69,15 +71,21 @@ class SeedLinear(nn.Module):
 
 
 def runs_on_seed_axis(model: nn.Module) -> bool:
-    """Whether swapping the Linear layers makes `model` take a leading seed axis: its class says its
-    forward is Linear layers and elementwise ops only, and every parameter belongs to an nn.Linear."""
-    linear_parameters = sum(2 for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
-    return getattr(type(model), "linear_and_elementwise_only", False) and linear_parameters == len(list(model.parameters()))
+    """Whether swapping its layers for seed-stacked twins makes `model` take a leading seed axis: its class
+    says its forward is Linear layers and elementwise ops only (or, the GRU model, also GRU layers), and
+    every parameter belongs to an nn.Linear or to an nn.GRU that SeedGRU covers."""
+    covered = sum(2 for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None)
+    covered += sum(len(list(m.parameters())) for m in model.modules() if isinstance(m, nn.GRU) and seed_gru_covers(m))
+    marked = getattr(type(model), "linear_and_elementwise_only", False) or getattr(type(model), "gru_linear_and_elementwise_only", False)
+    return marked and covered == len(list(model.parameters()))
 
 
 def batching_method(model_cfg) -> str:
     """How StackedModel batches this architecture's seeds, in words for the report."""
-    return "seed-stacked linear layers" if runs_on_seed_axis(build_model(model_cfg)) else "torch.func.vmap over seeds"
+    model = build_model(model_cfg)
+    if not runs_on_seed_axis(model):
+        return "torch.func.vmap over seeds"
+    return "seed-stacked GRU and linear layers" if any(isinstance(m, nn.GRU) for m in model.modules()) else "seed-stacked linear layers"
 
 
 class StackedModel(nn.Module):
@@ -89,10 +97,11 @@ class StackedModel(nn.Module):
         if runs_on_seed_axis(models[0]):
             self.body = copy.deepcopy(models[0])
             for name, layer in list(self.body.named_modules()):
-                if isinstance(layer, nn.Linear):
+                if isinstance(layer, (nn.Linear, nn.GRU)):
                     parent, _, attribute = name.rpartition(".")
                     layers = [m.get_submodule(name) for m in models]
-                    setattr(self.body.get_submodule(parent) if parent else self.body, attribute, SeedLinear(layers))
+                    stacked = SeedLinear(layers) if isinstance(layer, nn.Linear) else SeedGRU(layers)
+                    setattr(self.body.get_submodule(parent) if parent else self.body, attribute, stacked)
             self.stacked = [self.body.get_parameter(name) for name in self.names]
         else:
             self.body = None

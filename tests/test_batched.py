@@ -1,8 +1,14 @@
 """Seeds trained together equal seeds trained alone; models vmap cannot batch fall back by themselves."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from conftest import run_in_process
+from replicate import models
 from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.plan import make_plan
@@ -92,7 +98,9 @@ def test_convolutions_under_vmap_agree_to_rounding():
     assert largest_relative_norm(together, alone) <= 1e-6
 
 
-def test_models_vmap_cannot_batch_fall_back_to_the_sequential_loop(tmp_path):
+def test_models_vmap_cannot_batch_fall_back_to_the_sequential_loop(tmp_path, monkeypatch):
+    # a two-layer GRU: SeedGRU transcribes one layer, and aten::gru has no vmap rule
+    monkeypatch.setattr(models, "BidirectionalGRU", TwoLayerGRU)
     cfg = compose(["paper=mnist1d_gru"])
     data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
     assert not can_vectorize(cfg.model, data, torch.float32)
@@ -114,3 +122,74 @@ def test_progress_counts_one_per_seed_per_step_on_both_paths():
         bar = tqdm(total=12 * len(seeds), file=io.StringIO())
         train_seeds(cfg, data, plan, seeds, vectorize=vectorize, progress=bar)
         assert bar.n == 12 * len(seeds), (vectorize, bar.n)
+
+
+class TwoLayerGRU(models.BidirectionalGRU):
+    """The catalog's GRU model with a second GRU layer: a model that neither SeedGRU nor vmap batches."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gru = torch.nn.GRU(1, self.gru.hidden_size, num_layers=2, batch_first=True, bidirectional=self.gru.bidirectional)
+
+
+GRU = ["paper=mnist1d_gru", "train.eval_every=2"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gru_seeds_together_are_bit_for_bit_the_seeds_alone(dtype):
+    # SeedGRU runs aten's GRU cell with a seed axis: same products, same elementwise steps, same order of
+    # gradient accumulation; Adam over 8 steps would magnify any 1-ulp difference in a gradient. Together
+    # at the CLI's thread count for a recurrent model's batched seeds (one), alone at one.
+    threads = intra_op_threads(None, batched_seeds=len(SEEDS), device=torch.device("cpu"), recurrent=True)
+    together, alone = batched_and_alone(GRU, dtype, steps=8, batched_threads=threads)
+    assert identical(together, alone), largest_abs(together, alone)
+
+
+def test_a_one_directional_gru_batches_bit_for_bit_too():
+    together, alone = batched_and_alone([*GRU, "model.bidirectional=false"], "float32", steps=8)
+    assert identical(together, alone), largest_abs(together, alone)
+
+
+# outputs, gradients of every parameter and outputs under no_grad (the evaluation), per seed, of the stacked
+# model and of each seed's own model; prints the count of elements that differ
+GRADIENTS_AGREE = """
+import torch
+from replicate.models import BidirectionalGRU
+from replicate.seeds import StackedModel
+differing = 0
+for dtype in (torch.float32, torch.float64):
+    for bidirectional in (True, False):
+        models = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            models.append(BidirectionalGRU(40, 10, 6, bidirectional).to(dtype))
+        stacked = StackedModel(models)
+        x = torch.randn(3, 32, 40, dtype=dtype)
+        together = stacked(x)
+        together.square().sum().backward()
+        with torch.no_grad():
+            evaluated = stacked(x[0].expand(3, 32, 40))
+        for index, model in enumerate(models):
+            alone = model(x[index])
+            alone.square().sum().backward()
+            differing += int((alone != together[index]).sum())
+            differing += sum(int((p.grad != stacked.body.get_parameter(name).grad[index]).sum())
+                             for name, p in model.named_parameters())
+            with torch.no_grad():
+                differing += int((model(x[0]) != evaluated[index]).sum())
+print(differing)
+"""
+
+
+@pytest.mark.parametrize("capability", ["avx2", "native"])
+def test_gru_outputs_and_gradients_equal_each_seeds_own_nn_gru(capability):
+    # AVX2: the kernels of the machine that made the committed records; native: this machine's own (AVX-512
+    # here). ATen picks its kernels when torch loads, hence a fresh interpreter for each.
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    environment.pop("ATEN_CPU_CAPABILITY", None)
+    if capability != "native":
+        environment["ATEN_CPU_CAPABILITY"] = capability
+    completed = subprocess.run([sys.executable, "-c", GRADIENTS_AGREE], env=environment, capture_output=True,
+                               text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["0"]

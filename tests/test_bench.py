@@ -10,11 +10,28 @@ import pytest
 
 from conftest import run_command
 
-METRICS = ("loop_speedup", "seeds_speedup", "roofline_fraction", "startup_overhead_s", "default_run_s")
+METRICS = ("loop_speedup", "seeds_speedup", "roofline_fraction", "startup_overhead_s", "default_run_s",
+           "gru_seeds_speedup", "contended_slowdown")
+
+
+def busy_processes_left() -> list[str]:
+    """Processes still running the bench's busy loop (replicate.bench_seeds.BUSY)."""
+    from pathlib import Path
+
+    from replicate.bench_seeds import BUSY
+
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if BUSY.encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:  # the process ended while we looked
+            pass
+    return left
 
 
 def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_ones(tmp_path):
-    completed = run_command(["replicate.bench", "mode=tiny", "format=json"], cwd=tmp_path, timeout=300)
+    completed = run_command(["replicate.bench", "mode=tiny", "format=json"], cwd=tmp_path, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)
 
@@ -33,10 +50,17 @@ def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_
     assert loop["value"] == pytest.approx(loop["ours_samples_per_s"] / loop["textbook_samples_per_s"])
     assert result["metrics"]["roofline_fraction"]["flops_per_step"] > 0
     assert result["metrics"]["startup_overhead_s"]["first_step_s"] is not None  # the first-step hook fired
+    assert machine["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")  # set before torch loaded
+    gru = result["metrics"]["gru_seeds_speedup"]
+    assert gru["method"] == "seed-stacked GRU and linear layers" and gru["threads"]["batched"] == 1
+    contended = result["metrics"]["contended_slowdown"]
+    assert not busy_processes_left(), "the bench left its busy processes running"
+    assert contended["busy_processes"] == len(os.sched_getaffinity(0)) and contended["best_fixed"].startswith("threads_")
+    assert contended["value"] == pytest.approx(contended["medians_s"]["default"] / contended["medians_s"][contended["best_fixed"]])
 
-    # the MLP's seeds trained together are bit for bit the seeds trained alone, in both precisions
+    # the MLP's seeds trained together are bit for bit the seeds trained alone, in both precisions, and the GRU's
     equality = result["equality"]
-    for dtype in ("float32", "float64"):
+    for dtype in ("float32", "float64", "gru_float32"):  # the GRU's too: SeedGRU is bit for bit nn.GRU
         check = equality[dtype]
         assert check["steps"] > 1 and check["bit_identical"] and check["metrics_and_curves_identical"], check
     assert equality["float64_vmap_cnn"]["max_rel_diff"] <= 1e-10, equality["float64_vmap_cnn"]  # vmap: rounding only

@@ -1,7 +1,9 @@
 """The process's thread count and allocator: the defaults the CLI applies, and what they change."""
+import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +76,34 @@ def test_reusing_freed_memory_removes_the_page_faults_of_new_tensors():
     assert default >= 500  # glibc returns the blocks to the kernel and faults them in again
     assert reused <= default / 20, (reused, default)
     assert setting.startswith("glibc, freed memory reused")
+
+
+def test_a_recurrent_models_batched_seeds_get_one_thread(cores, monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores(16)
+    assert intra_op_threads(None, batched_seeds=5, device=CPU, recurrent=True) == 1
+    assert intra_op_threads(4, batched_seeds=5, device=CPU, recurrent=True) == 4  # runtime.threads still wins
+
+
+# the CLI as a user starts it, stopped by --help before any run; prints the policy and whether torch loaded
+CLI_HELP = """
+import os, sys
+from replicate.cli import main
+sys.argv = ["replicate", "--help"]
+try:
+    main()
+except SystemExit:
+    pass
+print(os.environ.get("OMP_WAIT_POLICY"), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("chosen", [None, "ACTIVE"])
+def test_the_cli_has_openmp_workers_wait_passively_before_torch_loads_unless_the_user_chose(chosen):
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if chosen:
+        environment["OMP_WAIT_POLICY"] = chosen
+    completed = subprocess.run([sys.executable, "-c", CLI_HELP], env=environment, capture_output=True, text=True,
+                               timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-2:] == [chosen or "PASSIVE", "False"]
