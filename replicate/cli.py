@@ -121,6 +121,7 @@ def rank_device(local_rank: int, local_world: int, device_count: int):
     checks the whole node, so all fail at once rather than some waiting for the others to join."""
     import torch
 
+    local_world = max(local_world, local_rank + 1)  # LOCAL_WORLD_SIZE may be unset when started by hand
     if local_world > device_count:
         raise ConfigError(f"torchrun started {local_world} processes on this machine but it has {device_count} CUDA "
                           f"device(s); use --nproc_per_node={device_count} or fewer, or device=cpu (gloo)")

@@ -212,3 +212,5 @@ def test_a_local_rank_without_its_own_gpu_is_a_one_line_error():
         with pytest.raises(ConfigError, match=r"started 2 processes on this machine but it has 1 CUDA device\(s\); "
                                               r"use --nproc_per_node=1 or fewer, or device=cpu"):
             rank_device(local_rank, 2, 1)
+    with pytest.raises(ConfigError, match="started 2 processes"):  # LOCAL_WORLD_SIZE unset: the rank says enough
+        rank_device(1, 1, 1)
