@@ -222,6 +222,25 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
     return results
 
 
+def seeds_together(cfg, data, dtype, n_seeds: int) -> bool:
+    """Whether the seeds train as one batched computation (train.batched: auto, true, false). In bf16 or
+    fp16 only seed-stacked linear layers batch: they compute each seed's products as it would alone,
+    bit for bit, while vmap's grouped convolutions sum in another order, which reduced precision rounds
+    visibly (Adam turns a flipped sign of a small gradient into a 2·lr step) and fp16 can turn into
+    another skipped step."""
+    from replicate.seeds import batching_method, can_vectorize
+
+    batched = str(cfg.train.batched).lower()
+    if n_seeds == 1 or batched == "false":
+        return False
+    exact = cfg.train.precision == "fp32" or batching_method(cfg.model) == "seed-stacked linear layers"
+    if batched == "true" and not exact:
+        raise ConfigError(f"train.batched=true with train.precision={cfg.train.precision} needs a model of linear layers; "
+                          f"model {cfg.model.name!r} batches under vmap, which would not equal each seed trained alone "
+                          "in reduced precision; use train.batched=auto (seeds one by one) or train.precision=fp32")
+    return exact and (batched == "true" or can_vectorize(cfg.model, data, dtype))
+
+
 def start_over(run_dir: Path, seeds: list[int], checkpoints: list[Path]) -> None:
     """resume=false: forget the finished seeds and the checkpoints a previous run left in run_dir."""
     for seed in seeds:
@@ -247,7 +266,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate.plan import make_plan
     from replicate.precision import set_tf32
     from replicate.runtime import intra_op_threads, reuse_freed_memory
-    from replicate.seeds import batching_method, can_vectorize
+    from replicate.seeds import batching_method
     from replicate.train import total_steps
     from replicate.verdict import judge
 
@@ -271,8 +290,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         print(f"{cfg.paper.id}: configuration valid; {len(seeds)} seed(s); executed convention "
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
         return {}
-    batched = str(cfg.train.batched).lower()
-    vectorize = len(seeds) > 1 and batched != "false" and (batched == "true" or can_vectorize(cfg.model, data, dtype))
+    vectorize = seeds_together(cfg, data, dtype, len(seeds))
     threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device)
     torch.set_num_threads(threads)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],

@@ -145,3 +145,17 @@ def test_a_run_turns_tf32_off_unless_asked_and_records_both_flags(tmp_path):
     assert report["execution"]["tf32_matmul"] is True and report["execution"]["tf32_cudnn"] is True
     assert "train.tf32=true" in " ".join(report["deviations"])
     set_tf32(False)
+
+
+def test_seeds_batched_under_vmap_train_one_by_one_in_reduced_precision(tmp_path):
+    # a CNN's seeds batch as grouped convolutions, which round differently from one seed's in bf16
+    from conftest import run_in_process
+    from replicate.cli import ConfigError
+
+    common = ["paper=mnist1d_cnn", "seeds=2", "train.steps=2", "logger=none", "train.precision=bf16"]
+    assert run_in_process(common, tmp_path / "auto")["training_path"] == "sequential"
+    with pytest.raises(ConfigError, match="train.batched=true with train.precision=bf16 needs a model of linear layers"):
+        run_in_process([*common, "train.batched=true"], tmp_path / "true")
+    mlp = run_in_process(["paper=mnist1d_mlp", "seeds=2", "train.steps=2", "logger=none", "train.precision=bf16"],
+                         tmp_path / "mlp")
+    assert mlp["training_path"].startswith("batched")  # seed-stacked linear layers: bit for bit
