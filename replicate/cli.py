@@ -76,6 +76,8 @@ def check_arguments(argv: list[str]) -> None:
 
 
 def check_writable(directory: Path) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 probes; every rank writing one file would race
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".replicate-write-test"
@@ -106,12 +108,35 @@ def start_distributed(device, run_dir: Path):
         return 1, 0, device, run_dir
     if not dist.is_initialized():
         if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = rank_device(int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                                 torch.cuda.device_count())
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    shared = [str(run_dir)]
-    dist.broadcast_object_list(shared, src=0)  # a lazily resolved ${now:} may differ between processes
-    return dist.get_world_size(), dist.get_rank(), device, Path(shared[0])
+    shared_dir = from_rank_zero(str(run_dir))  # a lazily resolved ${now:} may differ between processes
+    return dist.get_world_size(), dist.get_rank(), device, Path(shared_dir)
+
+
+def rank_device(local_rank: int, local_world: int, device_count: int):
+    """This local rank's GPU: one GPU per process (NCCL refuses two ranks on one device). Every rank
+    checks the whole node, so all fail at once rather than some waiting for the others to join."""
+    import torch
+
+    local_world = max(local_world, local_rank + 1)  # LOCAL_WORLD_SIZE may be unset when started by hand
+    if local_world > device_count:
+        raise ConfigError(f"torchrun started {local_world} processes on this machine but it has {device_count} CUDA "
+                          f"device(s); use --nproc_per_node={device_count} or fewer, or device=cpu (gloo)")
+    return torch.device("cuda", local_rank)
+
+
+def from_rank_zero(value):
+    """Rank 0's value, on every rank (waiting for rank 0: a barrier); the value itself outside torchrun."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def run_stamp() -> str:
@@ -166,19 +191,20 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
     from replicate.train import SeedResult, train_seeds
 
     stamp = fingerprint(cfg)
+    groups = [seeds] if vectorize else [[seed] for seed in seeds]
+    # under torchrun rank 0 alone deletes and reads what a previous run left, then every rank follows
+    # its decision: a rank that looked for itself could find a file rank 0 is deleting
     if not cfg.resume and writer:
-        for seed in seeds:
-            (run_dir / "seeds" / f"seed-{seed}.json").unlink(missing_ok=True)
+        start_over(run_dir, seeds, [run_dir / "checkpoints" / f"{group_name(group)}.pt" for group in groups])
+    finished_runs = from_rank_zero({seed: load_seed_result(run_dir, seed, stamp) for seed in seeds} if writer else None)
     results = []
-    for group in [seeds] if vectorize else [[seed] for seed in seeds]:
-        finished = [load_seed_result(run_dir, seed, stamp) for seed in group]
+    for group in groups:
+        finished = [finished_runs[seed] for seed in group]
         checkpoint_path = run_dir / "checkpoints" / f"{group_name(group)}.pt"
         if all(finished):
             results += [SeedResult(**{k: v for k, v in result.items() if k != "fingerprint"}) for result in finished]
             progress.update(steps * len(group))
             continue
-        if not cfg.resume and writer:
-            checkpoint_path.unlink(missing_ok=True)
         checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
                       if cfg.checkpoint.every else None)
         trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
@@ -194,6 +220,33 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             checkpoint_path.parent.rmdir()
         results += trained
     return results
+
+
+def seeds_together(cfg, data, dtype, n_seeds: int) -> bool:
+    """Whether the seeds train as one batched computation (train.batched: auto, true, false). In bf16 or
+    fp16 only seed-stacked linear layers batch: they compute each seed's products as it would alone,
+    bit for bit, while vmap's grouped convolutions sum in another order, which reduced precision rounds
+    visibly (Adam turns a flipped sign of a small gradient into a 2·lr step) and fp16 can turn into
+    another skipped step."""
+    from replicate.seeds import batching_method, can_vectorize
+
+    batched = str(cfg.train.batched).lower()
+    if n_seeds == 1 or batched == "false":
+        return False
+    exact = cfg.train.precision == "fp32" or batching_method(cfg.model) == "seed-stacked linear layers"
+    if batched == "true" and not exact:
+        raise ConfigError(f"train.batched=true with train.precision={cfg.train.precision} needs a model of linear layers; "
+                          f"model {cfg.model.name!r} batches as {batching_method(cfg.model)}, which is not shown to equal each "
+                          "seed trained alone in reduced precision; use train.batched=auto (seeds one by one) or train.precision=fp32")
+    return exact and (batched == "true" or can_vectorize(cfg.model, data, dtype))
+
+
+def start_over(run_dir: Path, seeds: list[int], checkpoints: list[Path]) -> None:
+    """resume=false: forget the finished seeds and the checkpoints a previous run left in run_dir."""
+    for seed in seeds:
+        (run_dir / "seeds" / f"seed-{seed}.json").unlink(missing_ok=True)
+    for path in checkpoints:
+        path.unlink(missing_ok=True)
 
 
 NEUTRAL_OVERRIDES = ("paper", "seeds", "seed", "logger", "device", "resume", "dry_run", "hydra.", "runtime.", "wandb.",
@@ -212,8 +265,9 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.models import is_recurrent
     from replicate.plan import make_plan
+    from replicate.precision import set_tf32
     from replicate.runtime import intra_op_threads, reuse_freed_memory
-    from replicate.seeds import batching_method, can_vectorize
+    from replicate.seeds import batching_method
     from replicate.train import total_steps
     from replicate.verdict import judge
 
@@ -221,6 +275,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     check_config(cfg)
     allocator = reuse_freed_memory() if cfg.runtime.reuse_memory else "system default"
     device = resolve_device(cfg.device)
+    tf32 = set_tf32(cfg.train.tf32)  # off unless asked: PyTorch turns cuDNN's TF32 on by default
     world, rank, device, run_dir = start_distributed(device, run_dir)
     if cfg.train.batch_size < world * cfg.train.accum_steps:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than {world} rank(s) × "
@@ -236,8 +291,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         print(f"{cfg.paper.id}: configuration valid; {len(seeds)} seed(s); executed convention "
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
         return {}
-    batched = str(cfg.train.batched).lower()
-    vectorize = len(seeds) > 1 and batched != "false" and (batched == "true" or can_vectorize(cfg.model, data, dtype))
+    vectorize = seeds_together(cfg, data, dtype, len(seeds))
     threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device,
                                recurrent=is_recurrent(cfg.model))
     torch.set_num_threads(threads)
@@ -283,7 +337,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         "execution": {"world_size": world, "backend": ("nccl" if device.type == "cuda" else "gloo") if world > 1 else None,
                       "accum_steps": cfg.train.accum_steps, "precision": cfg.train.precision,
                       "deterministic": cfg.train.deterministic, "channels_last": cfg.train.channels_last,
-                      "threads": threads, "allocator": allocator, "device": str(device)},
+                      "threads": threads, "allocator": allocator, "device": str(device), **tf32},
         "data": data.description,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,

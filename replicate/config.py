@@ -162,6 +162,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16": autocast for recipes that trained in reduced precision
     deterministic: bool = False  # torch.use_deterministic_algorithms(True) (+ the cuBLAS workspace setting on GPU)
     channels_last: bool = False  # 2-D convolution weights in NHWC memory order (GPU recipes with reduced precision)
+    tf32: bool = False  # TF32 (10-bit mantissa) for float32 matrix products and cuDNN convolutions/RNNs on GPUs
 
 
 @dataclass

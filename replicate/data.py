@@ -229,6 +229,8 @@ class BatchOrder:
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._permutations = state["epoch"], state["permutations"]
+        if self._permutations is not None:  # a checkpoint is loaded onto the CPU; the indices live on the device
+            self._permutations = self._permutations.to(self.device)
         for generator, saved in zip(self.generators, state["generators"]):
             generator.set_state(saved)
         for stream, saved in zip(self.numpy_streams or [], state["numpy_streams"]):

@@ -55,9 +55,6 @@ _NATIVE_FORMS = {
     "adadelta": {"momentum_form": ("lr_outside",), "eps_placement": ("inside_sqrt",)},
 }
 
-# devices whose fused optimizer kernels we rely on
-_FUSED_DEVICES = ("cpu", "cuda")
-
 
 def native_forms(name: str) -> dict[str, tuple[str, ...]]:
     """Return the momentum_form / eps_placement / weight_decay_form values `name` runs natively."""
@@ -336,9 +333,19 @@ def epsilon_inside_sqrt_rmsprop_rule(optimizer, group, params):
         parameter.sub_(buffer)
 
 
-# the rules that call PyTorch's update functions, and those of them with a fused kernel
+# the rules that call PyTorch's update functions, and the aten kernels of those with a fused path
 _PYTORCH_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_rmsprop_rule, pytorch_adagrad_rule, pytorch_adadelta_rule)
-_FUSED_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_adagrad_rule)
+_FUSED_KERNELS = {pytorch_sgd_rule: ("_fused_sgd_",), pytorch_adam_rule: ("_fused_adam_", "_fused_adamw_"),
+                  pytorch_adagrad_rule: ("_fused_adagrad_",)}
+_FUSED_RULES = tuple(_FUSED_KERNELS)
+
+
+def has_fused_kernel(rule, device_type: str) -> bool:
+    """Whether this torch build has the rule's fused kernels for the device. Asked of the dispatcher, not
+    assumed: fused Adagrad, for one, came to CUDA releases after it came to the CPU."""
+    return rule in _FUSED_KERNELS and all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{kernel}", device_type.upper())
+        for kernel in _FUSED_KERNELS[rule])
 
 
 def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | None = None) -> None:
@@ -350,13 +357,14 @@ def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | N
 def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None:
     """True to pass fused=True, None to let PyTorch pick foreach or its for-loop."""
     eligible = rule in _FUSED_RULES and all(
-        parameter.is_floating_point() and parameter.device.type in _FUSED_DEVICES for parameter in parameters
+        parameter.is_floating_point() and has_fused_kernel(rule, parameter.device.type) for parameter in parameters
     )
     if requested and not eligible:
+        devices = sorted({parameter.device.type for parameter in parameters})
         raise ValueError(
             f"fused=True is not available for {rule.__name__.removesuffix('_rule')} on these parameters; fused kernels "
-            f"exist for SGD/Adam/AdamW/Adagrad with floating-point parameters on {'/'.join(_FUSED_DEVICES)}; "
-            "pass fused=None"
+            f"exist for SGD/Adam/AdamW/Adagrad with floating-point parameters where torch {torch.__version__} built them "
+            f"({'/'.join(devices)}: not for this rule); pass fused=None"
         )
     # fused=False must reach PyTorch as None: its own fused=False forces the slow for-loop
     use_fused = eligible if requested is None else requested

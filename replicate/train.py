@@ -23,6 +23,7 @@ from replicate.checkpoint import load_checkpoint, save_checkpoint
 from replicate.data import BatchOrder, Dataset
 from replicate.optim import build_optimizer
 from replicate.plan import Plan, optimizer_arguments
+from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.seeds import SeedStack
 
 
@@ -84,7 +85,10 @@ def reduce_loss(losses: torch.Tensor, reduction: str, examples: int) -> torch.Te
 
 
 def reported_values(logits, targets, losses, loss_value: str) -> torch.Tensor:
-    """Per-example (or per-token) loss values as the source reports them, in float64."""
+    """Per-example (or per-token) loss values as the source reports them, in float64. Reduced-precision
+    logits (bf16/fp16 autocast) are widened first: the clipping and the log run in at least float32,
+    never at bf16's epsilon (2^-7)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if loss_value == "clipped_log_loss":
         eps = torch.finfo(logits.dtype).eps
         probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
@@ -167,8 +171,12 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     # weight decay, decayed and undecayed parameters are one group
     decay = applied["optimizer_weight_decay"]
     groups, decays = ([decayed, undecayed], [decay, 0.0]) if decay and decayed and undecayed else ([decayed + undecayed], [decay])
+    precision = cfg.train.precision
+    buffers = stack.flatten(groups)
+    if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
+        buffers = [seed_rows(group) for group in buffers]
     optimizer = build_optimizer([{"params": params, "weight_decay": coefficient}
-                                 for params, coefficient in zip(stack.flatten(groups), decays)],
+                                 for params, coefficient in zip(buffers, decays)],
                                 cfg.optimizer.name, **optimizer_arguments(applied))
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
@@ -188,6 +196,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     batch_sizes: list[int] = []
     curves: list[list[dict]] = [[] for _ in seeds]
     start = last_point = 0
+    scaler = SeedGradScaler(n_seeds, device) if precision == "fp16" else None  # fp16 gradients need loss scaling
     if checkpoint is not None and checkpoint["path"].exists():
         saved = load_checkpoint(checkpoint["path"], checkpoint["fingerprint"])
         with torch.no_grad():
@@ -198,15 +207,14 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         start, last_point, curves = saved["step"], saved["last_point"], saved["curves"]
         objectives[:, :start].copy_(saved["objectives"])
         batch_sizes = list(saved["batch_sizes"])
+        if scaler is not None:
+            scaler.load_state_dict(saved["scaler"])
         if progress is not None:
             progress.update(start * n_seeds)  # progress counts seed-steps
     world, rank = world_and_rank()
     if world > 1:
         stack.distribute(device)
-    accum, precision = cfg.train.accum_steps, cfg.train.precision
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                if precision != "fp32" else contextlib.nullcontext())
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None  # fp16 gradients need loss scaling
+    accum = cfg.train.accum_steps
     constant_lr = schedule.name == "constant"
     tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
     clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
@@ -225,7 +233,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         parts = [indices] if world * accum == 1 else indices.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
         for micro, part in enumerate(parts):
             last = micro == len(parts) - 1
-            with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast:
+            with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast(device, precision):
                 x, y = data.x_train[part], data.y_train[part]
                 logits = stack(x)
                 losses = per_example_loss(logits, y)
@@ -234,8 +242,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                     objective = objective * world  # DDP averages gradients over ranks
                 if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
                     objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
-            # sum over seeds of per-seed losses: each seed keeps its own gradient scale
-            (scaler.scale(objective.sum()) if scaler else objective.sum()).backward()
+            # sum over seeds of per-seed losses: each seed keeps its own gradient scale (and loss scale)
+            (scaler.scale(objective) if scaler else objective).sum().backward()
             with torch.no_grad():
                 part_sum = reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
                 value_sum = part_sum if micro == 0 else value_sum + part_sum
@@ -255,7 +263,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * multiplier
         if scaler:
-            scaler.step(optimizer)
+            with scaler.skipping(optimizer):  # a seed whose scaled gradients overflowed skips this step
+                optimizer.step()
             scaler.update()
         else:
             optimizer.step()
@@ -281,7 +290,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
                 "optimizer": optimizer.state_dict(), "order": order.state_dict(),
                 "objectives": objectives[:, :step + 1], "batch_sizes": batch_sizes, "last_point": last_point,
-                "curves": curves})
+                "curves": curves, **({"scaler": scaler.state_dict()} if scaler else {})})
         if progress is not None:
             progress.update(n_seeds)
 

@@ -113,3 +113,13 @@ def test_sklearn_order_repeats_sklearn_shuffles_from_one_random_state():
 def test_batch_larger_than_the_dataset_is_a_config_error():
     with pytest.raises(ConfigError, match="larger than the training set"):
         BatchOrder(100, batch_size=101, order="shuffle", seeds=[0])
+
+
+def test_a_restored_order_gives_its_indices_on_the_orders_device():
+    # a checkpoint is loaded onto the CPU; the restored order must hand the training device its indices
+    # at once, not from the next epoch on ("meta" stands for a GPU here: a device other than the CPU)
+    saved = BatchOrder(10, batch_size=4, order="shuffle", seeds=[0, 1])
+    saved.indices(0)
+    restored = BatchOrder(10, batch_size=4, order="shuffle", seeds=[0, 1], device=torch.device("meta"))
+    restored.load_state_dict(saved.state_dict())
+    assert restored.indices(1).device == torch.device("meta")

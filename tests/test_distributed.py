@@ -14,7 +14,7 @@ from conftest import ROOT, run_command
 from replicate import conventions
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.plan import build_plan
+from replicate.plan import build_plan, make_plan
 from replicate.train import train_seeds
 from replicate.verify import verification_config
 
@@ -91,8 +91,9 @@ def test_gradient_accumulation_equals_the_full_batch(reduction, seq_len, accum_s
                     reason="torchrun not installed")
 def test_torchrun_writes_one_report_equal_to_a_single_process_run(tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    # device=cpu: gloo on the CPU even on a GPU machine (two ranks cannot share one GPU under NCCL)
     common = ["paper=mnist1d_logistic", "seeds=2", "train.steps=60", "train.dtype=float64", "logger=none",
-              "runtime.progress=false"]
+              "runtime.progress=false", "device=cpu"]
     import subprocess
 
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "replicate", *common,
@@ -152,3 +153,64 @@ def test_channels_last_keeps_convolution_weights_nhwc_and_the_same_results(tmp_p
         stack.flatten([list(stack.leaves)])  # parameters become views of the optimizer's buffers: still NHWC
         for name in ("conv1.weight", "conv2.weight"):
             assert stack.param(name)[0].is_contiguous(memory_format=torch.channels_last), name
+
+
+def _resume_false_worker(rank, world, port, run_dir, out):
+    """train_or_resume with resume=false in a run directory holding a finished run's seed files, rank 0
+    arriving 2 s after rank 1: a rank that read the old files itself would skip training and leave the
+    others waiting in their collectives (here: the 60 s gloo timeout)."""
+    import time
+    from datetime import timedelta
+    from pathlib import Path
+
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from replicate.cli import train_or_resume
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        cfg, data, plan = _short_run(resume=False)
+        if rank == 0:
+            time.sleep(2)
+        results = train_or_resume(cfg, data, plan, [0, 1], Path(run_dir), vectorize=False, steps=20,
+                                  progress=tqdm(disable=True), writer=rank == 0)
+        torch.save({result.seed: result.metrics for result in results}, f"{out}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _short_run(resume):
+    cfg = compose(["paper=mnist1d_logistic", "seeds=2", "train.steps=20", "train.dtype=float64", "logger=none",
+                   f"resume={str(resume).lower()}"])
+    data = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+    return cfg, data, make_plan(cfg, n_train=len(data.y_train))
+
+
+def test_torchrun_with_resume_false_retrains_on_every_rank_whatever_each_rank_sees_first(tmp_path):
+    from replicate.checkpoint import fingerprint, save_seed_result
+
+    cfg, _, _ = _short_run(resume=False)
+    for seed in (0, 1):  # a finished earlier run of the same configuration, with a metric no run can give
+        save_seed_result(tmp_path / "run", {"fingerprint": fingerprint(cfg), "seed": seed, "metrics": {"test_accuracy": -1.0},
+                                            "curve": [], "diverged_at": None, "wall_time_s": 0.0, "path": "sequential"})
+    mp.spawn(_resume_false_worker, args=(2, free_port(), str(tmp_path / "run"), str(tmp_path / "metrics")), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        metrics = torch.load(tmp_path / f"metrics-{rank}.pt", weights_only=True)
+        assert all(0 <= metrics[seed]["test_accuracy"] <= 1 for seed in (0, 1)), rank
+
+
+def test_a_local_rank_without_its_own_gpu_is_a_one_line_error():
+    from replicate.cli import rank_device
+    from replicate.config import ConfigError
+
+    assert rank_device(1, 2, 2) == torch.device("cuda", 1)
+    for local_rank in (0, 1):  # both ranks fail: neither waits for the other to join
+        with pytest.raises(ConfigError, match=r"started 2 processes on this machine but it has 1 CUDA device\(s\); "
+                                              r"use --nproc_per_node=1 or fewer, or device=cpu"):
+            rank_device(local_rank, 2, 1)
+    with pytest.raises(ConfigError, match="started 2 processes"):  # LOCAL_WORLD_SIZE unset: the rank says enough
+        rank_device(1, 1, 1)

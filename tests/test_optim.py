@@ -321,6 +321,23 @@ def test_fused_is_used_on_cpu_for_float64_where_pytorch_has_it():
     assert "fused" not in build([fresh_weights()], "rmsprop", lr=0.01).param_groups[0]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_optimizer_builds_and_steps_on_cuda_with_the_fused_kernels_this_torch_has():
+    # fused=None picks a fused kernel only where this torch build has one for CUDA (fused Adagrad came
+    # to CUDA releases after the others); it must never pick one that is missing
+    from replicate.optim import has_fused_kernel
+
+    for name in ("sgd", "adam", "adamw", "adagrad"):
+        form = "decoupled_lr" if name == "adamw" else "grad"
+        weights = [INITIAL[0].cuda().requires_grad_(True)]
+        optimizer = build(weights, name, lr=0.01, weight_decay_form=form)
+        assert bool(optimizer.param_groups[0]["fused"]) == has_fused_kernel(optimizer.rule, "cuda")
+        for _ in range(2):
+            weights[0].grad = least_squares_gradient(weights[0].detach().cpu()).cuda()
+            optimizer.step()
+        assert torch.isfinite(weights[0]).all()
+
+
 def test_caller_groups_are_not_modified():
     groups = [{"params": [fresh_weights()], "weight_decay": 0.1}]
     build_optimizer(groups, "sgd", lr=0.1, weight_decay_form="decoupled")
