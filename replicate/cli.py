@@ -9,6 +9,7 @@ report written → wandb mirrored. Each step hands the next plain values.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -17,6 +18,7 @@ import time
 from importlib import metadata, resources
 from pathlib import Path
 
+from replicate.checkpoint import Interrupted, describe_write_error, run_lock
 from replicate.config import ConfigError, check_config, register_schema
 
 
@@ -158,14 +160,17 @@ def _version(package: str) -> str:
 
 
 def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, steps: int, progress,
-                    writer: bool = True) -> list:
+                    execution: dict, writer: bool = True) -> list:
     """Train the seeds in groups (all together when batched, one by one otherwise), skipping finished
     seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once.
+    execution: replicate.identity.execution_identity(), part of the fingerprint. A stop signal saves the
+    group's checkpoint at the next step boundary and raises Interrupted.
     Under torchrun every rank reads run_dir, only the writer (rank 0) writes."""
-    from replicate.checkpoint import fingerprint, group_name, load_seed_result, save_seed_result
+    from replicate.checkpoint import deferred_stops, group_name, load_seed_result, save_seed_result
+    from replicate.identity import fingerprint
     from replicate.train import SeedResult, train_seeds
 
-    stamp = fingerprint(cfg)
+    stamp = fingerprint(cfg, execution)
     if not cfg.resume and writer:
         for seed in seeds:
             (run_dir / "seeds" / f"seed-{seed}.json").unlink(missing_ok=True)
@@ -179,25 +184,22 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             continue
         if not cfg.resume and writer:
             checkpoint_path.unlink(missing_ok=True)
-        checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
-                      if cfg.checkpoint.every else None)
-        trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
-        if not writer:
-            results += trained
-            continue
-        for result in trained:
-            save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
-                                       "curve": result.curve, "diverged_at": result.diverged_at,
-                                       "wall_time_s": result.wall_time_s, "path": result.path})
+        # every: 0 writes no periodic checkpoints, but a stop signal still saves one
+        checkpoint = {"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
+        with deferred_stops():
+            trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
+            if not writer:
+                results += trained
+                continue
+            for result in trained:
+                save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
+                                           "curve": result.curve, "diverged_at": result.diverged_at,
+                                           "wall_time_s": result.wall_time_s, "path": result.path})
         checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
         if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
             checkpoint_path.parent.rmdir()
         results += trained
     return results
-
-
-NEUTRAL_OVERRIDES = ("paper", "seeds", "seed", "logger", "device", "resume", "dry_run", "hydra.", "runtime.", "wandb.",
-                     "checkpoint.")
 
 
 def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -208,7 +210,9 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from tqdm import tqdm
 
     from replicate import report as reporting
+    from replicate.config import check_model_fits
     from replicate.data import BatchOrder, load_dataset
+    from replicate.identity import execution_identity, is_neutral
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
     from replicate.runtime import intra_op_threads, reuse_freed_memory
@@ -231,6 +235,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     data = load_dataset(cfg.data, dtype=dtype, device=device)
     plan = make_plan(cfg, n_train=len(data.y_train))
     seeds = seed_list(cfg)
+    check_model_fits(cfg, data, n_seeds=len(seeds))
     if cfg.dry_run:
         print(f"{cfg.paper.id}: configuration valid; {len(seeds)} seed(s); executed convention "
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
@@ -244,9 +249,12 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     steps = total_steps(cfg.train, order)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
-    results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress,
-                              writer=rank == 0)
-    progress.close()
+    execution = execution_identity(device, threads, cfg, vectorize=vectorize)
+    try:
+        results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps,
+                                  progress=progress, execution=execution, writer=rank == 0)
+    finally:
+        progress.close()
     if rank != 0:
         return {}  # only rank 0 writes the report and logs
 
@@ -268,7 +276,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     if not plan.exact:
         deviations.append("the conversion to the executed convention is not exact: "
                           + "; ".join(f"{r.field}: {r.reason}" for r in plan.conversion.rules if not r.exact))
-    changed = [item for item in overrides or [] if not item.lstrip("+~").startswith(NEUTRAL_OVERRIDES)]
+    changed = [item for item in overrides or [] if not is_neutral(item)]
     if changed:
         deviations.append("the paper's setup was overridden on the command line: " + " ".join(changed))
     report = {
@@ -298,7 +306,16 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
 
 
 def main() -> None:
-    check_arguments(sys.argv[1:])
+    install_stop_handlers()
+    try:
+        check_arguments(sys.argv[1:])
+        run_hydra()
+    except Interrupted as stop:
+        print(describe_interruption(stop), file=sys.stderr)
+        sys.exit(128 + stop.signal_number)
+
+
+def run_hydra() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -316,9 +333,23 @@ def main() -> None:
             # (about 0.5 s per run here); once per process, so a sweep's later jobs freeze no garbage
             if gc.get_freeze_count() == 0:
                 gc.freeze()
-            replicate_paper(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
+            run_dir = Path(hydra_config.runtime.output_dir)
+            # under torchrun, rank 0 holds the directory and writes; the other ranks only read it
+            with run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+                if os.environ.get("RANK", "0") == "0":
+                    save_hydra_files(cfg, hydra_config, run_dir)
+                replicate_paper(cfg, run_dir, list(hydra_config.overrides.task))
         except ConfigError as error:
             fail(str(error))
+        except Interrupted:
+            raise
+        except OSError as error:
+            fail(describe_write_error(error), code=1)
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            fail("out of memory while training (" + (str(error).splitlines() or ["MemoryError"])[0][:120] + "); "
+                 "reduce model.hidden_size or model.channels, seeds, or train.batch_size", code=1)
 
     run()
     import torch.distributed as dist
@@ -328,6 +359,56 @@ def main() -> None:
     # and out of the collector's last pass at interpreter exit (about 1 s on the 2-core machine once
     # torch is loaded); finalizers and atexit handlers (wandb, logging) still run
     gc.freeze()
+
+
+def save_hydra_files(cfg, hydra_config, run_dir: Path) -> None:
+    """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them, but only once this run
+    holds the directory (conf/config.yaml sets hydra.output_subdir to null so that Hydra does not write
+    them before the lock: a refused run would overwrite the settings of the run that holds it)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from replicate.report import write_atomically
+
+    hydra_copy = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_config)})
+    with open_dict(hydra_copy):
+        hydra_copy.hydra.output_subdir = ".hydra"
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_copy), ("overrides.yaml", hydra_config.overrides.task)):
+        write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; SLURM's notice before preemption or the time limit; a closed terminal
+
+
+def install_stop_handlers() -> None:
+    """A stop signal ends training at the next step boundary after saving a checkpoint (see
+    replicate.checkpoint.request_stop); outside training it stops at once. Either way: one line, exit 128 + signal."""
+    import signal
+
+    from replicate.checkpoint import request_stop
+
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda number, frame: request_stop(number))
+
+
+def describe_interruption(stop) -> str:
+    import signal
+
+    name = signal.Signals(stop.signal_number).name
+    if stop.step is not None:
+        seeds = ", ".join(str(seed) for seed in stop.seeds)
+        saved = "checkpoint saved" if stop.saved else "no checkpoint saved by this process"
+        return (f"interrupted by {name} at step {stop.step} of {stop.steps} of seed(s) {seeds} ({saved}); "
+                "rerun the same command to resume")
+    return f"interrupted by {name}; finished seeds are kept; rerun the same command to resume"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    text = str(error)
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
+            or "out of memory" in text)
 
 
 def register_resolvers() -> None:
