@@ -55,6 +55,7 @@ def check_arguments(argv: list[str]) -> None:
     an unknown paper id, a paper file that is not valid YAML, an output directory that cannot be written."""
     import yaml
 
+    UniqueKeyLoader = _unique_key_loader()
     papers = ["mnist1d_mlp"]  # the default in conf/config.yaml
     for argument in argv:
         if argument.startswith("paper="):
@@ -66,7 +67,7 @@ def check_arguments(argv: list[str]) -> None:
         if not existing:
             fail(f"unknown paper {name!r}; available: {', '.join(available_papers(argv))}")
         try:
-            yaml.safe_load(existing[-1].read_text())
+            yaml.load(existing[-1].read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -75,6 +76,45 @@ def check_arguments(argv: list[str]) -> None:
     for argument in argv:
         if argument.startswith("hydra.run.dir="):
             check_writable(Path(argument.split("=", 1)[1]))
+    check_override_keys(argv)
+
+
+def check_override_keys(argv: list[str]) -> None:
+    """A misspelt key is one line naming the allowed ones, with or without a leading + (Hydra's own
+    message suggests the +, which would add the misspelt key and run the defaults)."""
+    from replicate.config import allowed_keys, unknown_override
+
+    for argument in argv:
+        key, separator, _ = argument.partition("=")
+        key = key.lstrip("+~")
+        if not separator or argument.startswith("-") or "/" in key or key.split(".")[0] == "hydra" or key == "paper":
+            continue  # options, config groups (hydra/launcher=slurm), Hydra's own settings, the paper group
+        unknown = unknown_override(key)
+        if unknown is not None:
+            parent = unknown.rpartition(".")[0]
+            fail(f"unknown setting {unknown}; allowed under {parent or 'the top level'}: "
+                 f"{', '.join(allowed_keys(parent))}; correct the name (a leading + does not make a misspelt key valid)")
+
+
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a mapping that states a key twice (OmegaConf refuses it too, with a
+    traceback; plain PyYAML would silently keep the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+    return Loader
 
 
 def check_writable(directory: Path) -> None:
@@ -202,6 +242,13 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
     return results
 
 
+def overridden_setup(overrides: list[str]) -> list[str]:
+    """The command line's overrides that change the paper's setup (reported as deviations)."""
+    from replicate.identity import is_neutral
+
+    return [item for item in overrides if not is_neutral(item)]
+
+
 def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> dict:
     """Run one replication end to end and write its report. Returns the report dict.
     overrides: the command line's overrides; those that change the paper's setup are reported as deviations."""
@@ -212,7 +259,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate import report as reporting
     from replicate.config import check_model_fits
     from replicate.data import BatchOrder, load_dataset
-    from replicate.identity import execution_identity, is_neutral
+    from replicate.identity import execution_identity
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.plan import make_plan
     from replicate.runtime import intra_op_threads, reuse_freed_memory
@@ -276,7 +323,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     if not plan.exact:
         deviations.append("the conversion to the executed convention is not exact: "
                           + "; ".join(f"{r.field}: {r.reason}" for r in plan.conversion.rules if not r.exact))
-    changed = [item for item in overrides or [] if not is_neutral(item)]
+    changed = overridden_setup(overrides or [])
     if changed:
         deviations.append("the paper's setup was overridden on the command line: " + " ".join(changed))
     report = {

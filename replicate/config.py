@@ -365,6 +365,22 @@ def unknown_keys(settings: Any, schema: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def unknown_override(key: str) -> str | None:
+    """For an override's dotted key (`train.stepz`), the first part the schema does not define, as a dotted
+    key, or None when the schema defines it or cannot tell (inside lists and free-form values)."""
+    schema, parts = Config, key.split(".")
+    for index, part in enumerate(parts):
+        hint = get_type_hints(schema).get(part)
+        if hint is None:
+            return ".".join(parts[:index + 1])
+        if get_origin(hint) is Union:  # Optional[X]
+            hint = next(arg for arg in get_args(hint) if arg is not type(None))
+        if not is_dataclass(hint):
+            return None
+        schema = hint
+    return None
+
+
 def allowed_keys(dotted: str) -> list[str]:
     """The schema's keys under a dotted prefix ('' for the top level; list indices ignored)."""
     schema = Config

@@ -6,6 +6,7 @@ Every number in report.md comes from the same dict that is written to report.jso
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -190,6 +191,7 @@ def plot_learning_curves(report: dict, path: Path) -> None:
     axes[2].set(ylabel="measured − claimed (claim's unit)", title="per-seed final values vs claim (bar: margin)")
     figure.suptitle(f"{report['paper']['id']}: {len(report['seeds'])} seeds")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()  # written atomically like the reports: same permissions, no half-written file
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
     plt.close(figure)
+    replace_atomically(path, lambda file: file.write(buffer.getbuffer()))
