@@ -434,7 +434,8 @@ def install_stop_handlers() -> None:
     from replicate.checkpoint import request_stop
 
     for name in STOP_SIGNALS:
-        if hasattr(signal, name):
+        # a signal ignored at start stays ignored: nohup ignores SIGHUP, a shell's background job SIGINT
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
             signal.signal(getattr(signal, name), lambda number, frame: request_stop(number))
 
 
