@@ -52,7 +52,8 @@ def fail(message: str, code: int = 2) -> None:
 
 def check_arguments(argv: list[str]) -> None:
     """Mistakes Hydra would answer with a traceback or a long message, answered in one line first:
-    an unknown paper id, a paper file that is not valid YAML, an output directory that cannot be written."""
+    an unknown paper id, a paper file that is not valid YAML (or states a key twice), an output directory
+    that cannot be written, a misspelt setting (with or without a leading +)."""
     import yaml
 
     UniqueKeyLoader = _unique_key_loader()
@@ -81,9 +82,16 @@ def check_arguments(argv: list[str]) -> None:
 
 def check_override_keys(argv: list[str]) -> None:
     """A misspelt key is one line naming the allowed ones, with or without a leading + (Hydra's own
-    message suggests the +, which would add the misspelt key and run the defaults)."""
-    from replicate.config import allowed_keys, unknown_override
+    message suggests the +, which would add the misspelt key and run the defaults); a value of the wrong
+    type (train.steps=abc, seeds=2.5) is one line too, checked by OmegaConf against the schema as Hydra would."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
+    from replicate.config import Config, allowed_keys, unknown_override
+
+    schema = None
     for argument in argv:
         key, separator, _ = argument.partition("=")
         key = key.lstrip("+~")
@@ -94,6 +102,15 @@ def check_override_keys(argv: list[str]) -> None:
             parent = unknown.rpartition(".")[0]
             fail(f"unknown setting {unknown}; allowed under {parent or 'the top level'}: "
                  f"{', '.join(allowed_keys(parent))}; correct the name (a leading + does not make a misspelt key valid)")
+        try:
+            override = OverridesParser.create().parse_overrides([argument])[0]
+            if override.is_delete() or override.is_sweep_override():
+                continue
+            schema = schema if schema is not None else OmegaConf.structured(Config)
+            OmegaConf.update(schema, key, override.value(), merge=True)
+        except (HydraException, OmegaConfBaseException) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            fail(f"{argument}: {detail}; give {key} a value of its type (see --cfg job for the current values)")
 
 
 def _unique_key_loader():
@@ -235,9 +252,9 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
                 save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
                                            "curve": result.curve, "diverged_at": result.diverged_at,
                                            "wall_time_s": result.wall_time_s, "path": result.path})
-        checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
-        if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
-            checkpoint_path.parent.rmdir()
+            checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
+            if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
+                checkpoint_path.parent.rmdir()
         results += trained
     return results
 

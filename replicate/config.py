@@ -417,11 +417,13 @@ def check_model_fits(cfg: Any, data: Any, n_seeds: int) -> None:
                               f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
     # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
     needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * data.x_train.element_size()
+    device = data.x_train.device
     try:
-        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+                     else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
         return
-    if data.x_train.device.type == "cpu" and needed > available:
+    if needed > available:
         raise ConfigError(f"the model needs at least {needed / 2**30:.1f} GiB for {n_seeds} seed(s) (parameters, "
-                          f"gradients, optimizer state); this machine has {available / 2**30:.1f} GiB; reduce "
+                          f"gradients, optimizer state); the {device.type} has {available / 2**30:.1f} GiB; reduce "
                           "model.hidden_size or model.channels, or seeds")

@@ -2,6 +2,7 @@
 disks, damaged seed files, permissions, and bad claims, each one line and never a wrong or lost result."""
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -177,13 +178,23 @@ def test_a_full_disk_is_one_line_naming_enospc_and_finished_seeds_are_kept(small
 
 # --- damaged seed files -------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished two-seed run, copied by each test that damages it; with its report."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:  # module scope runs before conftest's per-test cache fixture
+        patch.setenv("REPLICATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        return run_dir, run_in_process(TINY, run_dir)
+
+
 @pytest.mark.parametrize("damage", [
     lambda result: [], lambda result: None, lambda result: {k: v for k, v in result.items() if k != "metrics"},
     lambda result: {**result, "metrics": {**result["metrics"], "test_accuracy": "0.9"}},
     lambda result: {**result, "seed": 7}, lambda result: {**result, "diverged_at": "never"},
 ], ids=["list", "null", "no metrics", "string metric", "edited seed", "string diverged_at"])
-def test_a_damaged_seed_file_is_trained_again_never_trusted(tmp_path, capsys, damage):
-    first = run_in_process(TINY, tmp_path)
+def test_a_damaged_seed_file_is_trained_again_never_trusted(finished_run, tmp_path, capsys, damage):
+    finished, first = finished_run
+    shutil.copytree(finished, tmp_path, dirs_exist_ok=True)
     path = tmp_path / "seeds" / "seed-1.json"
     path.write_text(json.dumps(damage(json.loads(path.read_text()))))
     again = run_in_process(TINY, tmp_path)
