@@ -298,6 +298,12 @@ def check_config(cfg: Any) -> None:
     for name in ("lr", "momentum", "weight_decay", "eps", "alpha", "rho", "initial_accumulator_value",
                  "grad_clip", "grad_clip_value"):
         _require_finite(cfg.optimizer[name], f"optimizer.{name}")
+    _check_optimizer_and_schedule(cfg)
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0: about 25 points per run), got {cfg.train.eval_every}")
+    if cfg.data.name == "synthetic":
+        for name in ("size", "features", "classes"):
+            _require_positive(cfg.data[name], f"data.{name}")
     try:
         conventions.Convention(name="native", **conventions_fields(cfg))
         if cfg.train.convention is not None:
@@ -308,6 +314,28 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"paper {cfg.paper.id!r} states no claims; add at least one under paper.claims")
     for claim in cfg.paper.claims:
         _check_claim(claim)
+
+
+def _check_optimizer_and_schedule(cfg: Any) -> None:
+    """Values PyTorch's update rules or the schedules would reject with a traceback, or run as nonsense."""
+    optimizer, schedule = cfg.optimizer, cfg.schedule
+    betas = list(optimizer.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}; e.g. optimizer.betas=[0.9,0.999]")
+    if optimizer.eps is not None:
+        _require_positive(optimizer.eps, "optimizer.eps")
+    for name in ("alpha", "rho"):
+        if not 0 <= optimizer[name] <= 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1], got {optimizer[name]}")
+    if optimizer.initial_accumulator_value < 0:
+        raise ConfigError(f"optimizer.initial_accumulator_value must be >= 0, got {optimizer.initial_accumulator_value}")
+    if schedule.name == "step":
+        _require_positive(schedule.step_size, "schedule.step_size")
+    if schedule.name in ("step", "multistep", "inv"):
+        _require_positive(schedule.gamma, "schedule.gamma")
+    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
+        raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
+                          f"{len(schedule.knots)} and {len(schedule.values)}")
 
 
 def _require_finite(value: Any, what: str) -> None:

@@ -227,6 +227,11 @@ HOSTILE_INPUTS = [
     (["+stepz=5"], "unknown setting stepz; allowed under the top level:"),
     (["seed=4294967296"], "seed must be >= 0 and <= 4294967295"),
     (["optimizer.lr=inf"], "optimizer.lr must be a finite number"),
+    (["optimizer.betas=[0.9]"], "optimizer.betas must be two numbers in [0, 1)"),
+    (["optimizer.eps=0"], "optimizer.eps must be positive"),
+    (["schedule.name=step", "schedule.step_size=0"], "schedule.step_size must be positive"),
+    (["train.steps=abc"], "train.steps=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["seeds=2.5"], "seeds=2.5: Value '2.5' of type 'float' could not be converted to Integer"),
     (["train.stepz=5"], "unknown setting train.stepz; allowed under train: accum_steps, batch_size"),
     (["++runtime.thread=2"], "unknown setting runtime.thread; allowed under runtime: progress, reuse_memory, threads"),
 ]
