@@ -176,6 +176,25 @@ def test_a_full_disk_is_one_line_naming_enospc_and_finished_seeds_are_kept(small
     assert run_command(["replicate", *TINY, every, f"hydra.run.dir={run_dir}"]).returncode == 0
 
 
+def test_a_write_refused_by_the_os_is_one_line_and_keeps_finished_seeds(tmp_path):
+    """Where no filesystem can be mounted: the OS refuses writes past RLIMIT_FSIZE (EFBIG; Python ignores
+    SIGXFSZ), so the seed files (about 3 KB) are written and curves.png (about 80 KB) is not."""
+    import resource
+
+    from replicate.config import compose
+    from replicate.data import load_dataset
+
+    load_dataset(compose(TINY).data, dtype=torch.float32, device="cpu")  # the data cache, written before the limit
+    limit = 40 * 1024
+    result = subprocess.run([sys.executable, "-m", "replicate", *TINY, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    line = one_line(result.stderr)
+    assert result.returncode == 1 and "(EFBIG)" in line and "curves.png" in line, line
+    assert sorted(path.name for path in tmp_path.glob("seeds/*.json")) == ["seed-0.json", "seed-1.json"]
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
 # --- damaged seed files -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
