@@ -220,10 +220,9 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
                     execution: dict, writer: bool = True) -> list:
     """Train the seeds in groups (all together when batched, one by one otherwise), skipping finished
     seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once.
-    execution: replicate.identity.execution_identity(), part of the fingerprint. A stop signal saves the
-    group's checkpoint at the next step boundary and raises Interrupted.
+    execution: replicate.identity.execution_identity(), part of the fingerprint.
     Under torchrun every rank reads run_dir, only the writer (rank 0) writes."""
-    from replicate.checkpoint import deferred_stops, group_name, load_seed_result, save_seed_result
+    from replicate.checkpoint import group_name, load_seed_result, save_seed_result
     from replicate.identity import fingerprint
     from replicate.train import SeedResult, train_seeds
 
@@ -243,18 +242,17 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             checkpoint_path.unlink(missing_ok=True)
         # every: 0 writes no periodic checkpoints, but a stop signal still saves one
         checkpoint = {"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
-        with deferred_stops():
-            trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
-            if not writer:
-                results += trained
-                continue
-            for result in trained:
-                save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
-                                           "curve": result.curve, "diverged_at": result.diverged_at,
-                                           "wall_time_s": result.wall_time_s, "path": result.path})
-            checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
-            if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
-                checkpoint_path.parent.rmdir()
+        trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
+        if not writer:
+            results += trained
+            continue
+        for result in trained:
+            save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
+                                       "curve": result.curve, "diverged_at": result.diverged_at,
+                                       "wall_time_s": result.wall_time_s, "path": result.path})
+        checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
+        if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
+            checkpoint_path.parent.rmdir()
         results += trained
     return results
 
@@ -274,6 +272,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from tqdm import tqdm
 
     from replicate import report as reporting
+    from replicate.checkpoint import deferred_stops
     from replicate.config import check_model_fits
     from replicate.data import BatchOrder, load_dataset
     from replicate.identity import execution_identity
@@ -315,8 +314,10 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
     execution = execution_identity(device, threads, cfg, vectorize=vectorize)
     try:
-        results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps,
-                                  progress=progress, execution=execution, writer=rank == 0)
+        # a stop signal ends training at the next step boundary, after saving the group's checkpoint
+        with deferred_stops():
+            results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps,
+                                      progress=progress, execution=execution, writer=rank == 0)
     finally:
         progress.close()
     if rank != 0:
