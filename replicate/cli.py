@@ -68,12 +68,15 @@ def check_arguments(argv: list[str]) -> None:
         if not existing:
             fail(f"unknown paper {name!r}; available: {', '.join(available_papers(argv))}")
         try:
-            yaml.load(existing[-1].read_text(), Loader=UniqueKeyLoader)
+            content = yaml.load(existing[-1].read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             fail(f"{existing[-1]} is not valid YAML{where}: {problem}")
+        if content is not None and not isinstance(content, dict):
+            fail(f"{existing[-1]} holds a YAML {type(content).__name__}, not a mapping of settings; "
+                 "start from a file in conf/paper/")
     for argument in argv:
         if argument.startswith("hydra.run.dir="):
             check_writable(Path(argument.split("=", 1)[1]))

@@ -268,7 +268,8 @@ def test_hostile_settings_are_one_line(tmp_path, monkeypatch, capsys, args, mess
     (logistic_config(**{"value: 32": "value: .nan"}), "value must be a finite number, got nan"),
     (logistic_config(**{"tolerance: 0.5": "tolerance: .nan"}), "tolerance must be a finite number, got nan"),
     (logistic_config(**{"value: 32": "value: 32\n      value: 33"}), "duplicate key 'value'"),
-], ids=["unknown unit", "nan value", "nan tolerance", "duplicate key"])
+    ("- paper: mine\n", "holds a YAML list, not a mapping of settings"),
+], ids=["unknown unit", "nan value", "nan tolerance", "duplicate key", "a list"])
 def test_bad_claims_in_a_users_paper_config_are_one_line(tmp_path, monkeypatch, capsys, text, message):
     code, stderr = run_main([*user_paper(tmp_path, "mine", text), "logger=none", "train.steps=2",
                              f"hydra.run.dir={tmp_path / 'run'}"], monkeypatch, capsys)
