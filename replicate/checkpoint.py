@@ -121,7 +121,7 @@ def current_umask() -> int:
 def remove_leftovers(run_dir: Path) -> list[Path]:
     """Delete the temporaries of writes that a killed process left behind (call it holding the run's lock)."""
     removed = []
-    for directory in (Path(run_dir), Path(run_dir) / "seeds", Path(run_dir) / "checkpoints"):
+    for directory in (Path(run_dir), *(Path(run_dir) / name for name in ("seeds", "checkpoints", ".hydra"))):
         for path in directory.glob(f".*{TEMPORARY_SUFFIX}") if directory.is_dir() else []:
             path.unlink(missing_ok=True)
             removed.append(path)

@@ -113,7 +113,8 @@ def test_a_second_run_into_a_held_directory_is_refused_and_a_killed_holder_leave
 def test_leftover_temporaries_of_a_killed_write_are_removed(tmp_path):
     from replicate.checkpoint import run_lock
 
-    leftovers = [tmp_path / "seeds" / ".seed-0.json.k3j2.tmp", tmp_path / ".report.json.x81.tmp"]
+    leftovers = [tmp_path / "seeds" / ".seed-0.json.k3j2.tmp", tmp_path / ".report.json.x81.tmp",
+                 tmp_path / ".hydra" / ".config.yaml.p0q1.tmp"]
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half")
