@@ -95,16 +95,18 @@ def test_a_seed_of_another_thread_count_is_refused_and_auto_then_cpu_is_reused(t
 # --- two runs, one directory --------------------------------------------------------------------------------
 
 def test_a_second_run_into_a_held_directory_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
-    holder = start([*SHORT, "optimizer.lr=0.01"], tmp_path)
-    wait_for(tmp_path / ".replicate.lock.holder", holder)
-    second = run_command(["replicate", *SHORT, "optimizer.lr=0.02", f"hydra.run.dir={tmp_path}"])
+    holder = start([*TINY, "optimizer.lr=0.01"], tmp_path)
+    wait_for(tmp_path / ".hydra" / "config.yaml", holder)  # written holding the lock, after the holder's record
+    holder.send_signal(signal.SIGSTOP)  # hold the directory for as long as the second run needs to try
+    try:
+        second = run_command(["replicate", *TINY, "optimizer.lr=0.02", f"hydra.run.dir={tmp_path}"])
+    finally:
+        holder.kill()  # a crash: no chance to release anything
+        holder.communicate()
     line = one_line(second.stderr)
     assert second.returncode == 2 and f"in use by another run (pid {holder.pid} on " in line, line
     assert "lr: 0.01" in (tmp_path / ".hydra" / "config.yaml").read_text()  # the holder's settings, untouched
-    wait_for(tmp_path / "checkpoints" / "seeds-0-1.pt", holder)
-    holder.kill()
-    holder.communicate()
-    resumed = run_command(["replicate", *SHORT, "optimizer.lr=0.01", f"hydra.run.dir={tmp_path}"])
+    resumed = run_command(["replicate", *TINY, "optimizer.lr=0.01", f"hydra.run.dir={tmp_path}"])
     assert resumed.returncode == 0, resumed.stderr  # the OS released the crashed holder's lock
     assert json.loads((tmp_path / "report.json").read_text())["config"]["optimizer"]["lr"] == 0.01
     assert not (tmp_path / ".replicate.lock.holder").exists()
