@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from conftest import ROOT, run_command, run_in_process
-from test_reliability import SHORT, comparable, logistic_config, run_main, user_paper
+from test_reliability import comparable, logistic_config, run_main, user_paper
 
 TINY = ["paper=mnist1d_logistic", "seeds=2", "train.steps=30", "logger=none", "runtime.progress=false"]
+# long enough that a signal sent at the first checkpoint arrives while training, short enough for the suite
+STOPPABLE = [*TINY[:2], "train.steps=1000", "checkpoint.every=50", *TINY[3:]]
 
 
 def start(args, run_dir, **popen):
@@ -129,7 +131,7 @@ def test_leftover_temporaries_of_a_killed_write_are_removed(tmp_path):
 @pytest.mark.parametrize("signal_number, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_signal_saves_a_checkpoint_says_one_line_and_the_rerun_resumes_bit_for_bit(tmp_path, signal_number,
                                                                                            code):
-    process = start(SHORT, tmp_path / "stopped")
+    process = start(STOPPABLE, tmp_path / "stopped")
     wait_for(tmp_path / "stopped" / "checkpoints" / "seeds-0-1.pt", process)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=120)
@@ -140,9 +142,9 @@ def test_a_stop_signal_saves_a_checkpoint_says_one_line_and_the_rerun_resumes_bi
     assert torch.load(tmp_path / "stopped" / "checkpoints" / "seeds-0-1.pt", weights_only=True)["step"] == step
     if signal_number != signal.SIGTERM:
         return  # the resume is the same code path; proven once
-    resumed = run_command(["replicate", *SHORT, f"hydra.run.dir={tmp_path / 'stopped'}"])
+    resumed = run_command(["replicate", *STOPPABLE, f"hydra.run.dir={tmp_path / 'stopped'}"])
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = run_in_process(SHORT, tmp_path / "whole")
+    uninterrupted = run_in_process(STOPPABLE, tmp_path / "whole")
     assert comparable(json.loads((tmp_path / "stopped" / "report.json").read_text())) == comparable(uninterrupted)
 
 
