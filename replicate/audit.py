@@ -157,7 +157,7 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
     from omegaconf import OmegaConf
 
     from replicate import conventions
-    from replicate.checkpoint import NEUTRAL_KEYS
+    from replicate.identity import result_settings
     from replicate.config import conventions_fields
     from replicate.plan import make_plan
 
@@ -168,9 +168,8 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
         return ""
     if not plan.exact:
         return ""
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    for key in (*NEUTRAL_KEYS, "conventions"):
-        settings.pop(key, None)
+    settings = result_settings(OmegaConf.to_container(cfg, resolve=True))
+    settings.pop("conventions", None)
     settings["train"].pop("convention", None)
     for key in CONVERTED_OPTIMIZER_FIELDS:
         settings["optimizer"].pop(key, None)

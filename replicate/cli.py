@@ -9,6 +9,7 @@ report written → wandb mirrored. Each step hands the next plain values.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -17,6 +18,7 @@ import time
 from importlib import metadata, resources
 from pathlib import Path
 
+from replicate.checkpoint import Interrupted, describe_write_error, run_lock
 from replicate.config import ConfigError, check_config, register_schema
 
 
@@ -50,9 +52,11 @@ def fail(message: str, code: int = 2) -> None:
 
 def check_arguments(argv: list[str]) -> None:
     """Mistakes Hydra would answer with a traceback or a long message, answered in one line first:
-    an unknown paper id, a paper file that is not valid YAML, an output directory that cannot be written."""
+    an unknown paper id, a paper file that is not valid YAML (or states a key twice), an output directory
+    that cannot be written, a misspelt setting (with or without a leading +)."""
     import yaml
 
+    UniqueKeyLoader = _unique_key_loader()
     papers = ["mnist1d_mlp"]  # the default in conf/config.yaml
     for argument in argv:
         if argument.startswith("paper="):
@@ -64,15 +68,73 @@ def check_arguments(argv: list[str]) -> None:
         if not existing:
             fail(f"unknown paper {name!r}; available: {', '.join(available_papers(argv))}")
         try:
-            yaml.safe_load(existing[-1].read_text())
+            content = yaml.load(existing[-1].read_text(), Loader=UniqueKeyLoader)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             fail(f"{existing[-1]} is not valid YAML{where}: {problem}")
+        if content is not None and not isinstance(content, dict):
+            fail(f"{existing[-1]} holds a YAML {type(content).__name__}, not a mapping of settings; "
+                 "start from a file in conf/paper/")
     for argument in argv:
         if argument.startswith("hydra.run.dir="):
             check_writable(Path(argument.split("=", 1)[1]))
+    check_override_keys(argv)
+
+
+def check_override_keys(argv: list[str]) -> None:
+    """A misspelt key is one line naming the allowed ones, with or without a leading + (Hydra's own
+    message suggests the +, which would add the misspelt key and run the defaults); a value of the wrong
+    type (train.steps=abc, seeds=2.5) is one line too, checked by OmegaConf against the schema as Hydra would."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from replicate.config import Config, allowed_keys, unknown_override
+
+    schema = None
+    for argument in argv:
+        key, separator, _ = argument.partition("=")
+        key = key.lstrip("+~")
+        if not separator or argument.startswith("-") or "/" in key or key.split(".")[0] == "hydra" or key == "paper":
+            continue  # options, config groups (hydra/launcher=slurm), Hydra's own settings, the paper group
+        unknown = unknown_override(key)
+        if unknown is not None:
+            parent = unknown.rpartition(".")[0]
+            fail(f"unknown setting {unknown}; allowed under {parent or 'the top level'}: "
+                 f"{', '.join(allowed_keys(parent))}; correct the name (a leading + does not make a misspelt key valid)")
+        try:
+            override = OverridesParser.create().parse_overrides([argument])[0]
+            if override.is_delete() or override.is_sweep_override():
+                continue
+            schema = schema if schema is not None else OmegaConf.structured(Config)
+            OmegaConf.update(schema, key, override.value(), merge=True)
+        except (HydraException, OmegaConfBaseException) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            fail(f"{argument}: {detail}; give {key} a value of its type (see --cfg job for the current values)")
+
+
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a mapping that states a key twice (OmegaConf refuses it too, with a
+    traceback; plain PyYAML would silently keep the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+    return Loader
 
 
 def check_writable(directory: Path) -> None:
@@ -183,14 +245,16 @@ def _version(package: str) -> str:
 
 
 def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, steps: int, progress,
-                    writer: bool = True) -> list:
+                    execution: dict, writer: bool = True) -> list:
     """Train the seeds in groups (all together when batched, one by one otherwise), skipping finished
     seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once.
+    execution: replicate.identity.execution_identity(), part of the fingerprint.
     Under torchrun every rank reads run_dir, only the writer (rank 0) writes."""
-    from replicate.checkpoint import fingerprint, group_name, load_seed_result, save_seed_result
+    from replicate.checkpoint import group_name, load_seed_result, save_seed_result
+    from replicate.identity import fingerprint
     from replicate.train import SeedResult, train_seeds
 
-    stamp = fingerprint(cfg)
+    stamp = fingerprint(cfg, execution)
     groups = [seeds] if vectorize else [[seed] for seed in seeds]
     # under torchrun rank 0 alone deletes and reads what a previous run left, then every rank follows
     # its decision: a rank that looked for itself could find a file rank 0 is deleting
@@ -205,8 +269,8 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             results += [SeedResult(**{k: v for k, v in result.items() if k != "fingerprint"}) for result in finished]
             progress.update(steps * len(group))
             continue
-        checkpoint = ({"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
-                      if cfg.checkpoint.every else None)
+        # every: 0 writes no periodic checkpoints, but a stop signal still saves one
+        checkpoint = {"path": checkpoint_path, "every": cfg.checkpoint.every, "fingerprint": stamp, "save": writer}
         trained = train_seeds(cfg, data, plan, group, vectorize=vectorize, progress=progress, checkpoint=checkpoint)
         if not writer:
             results += trained
@@ -249,8 +313,11 @@ def start_over(run_dir: Path, seeds: list[int], checkpoints: list[Path]) -> None
         path.unlink(missing_ok=True)
 
 
-NEUTRAL_OVERRIDES = ("paper", "seeds", "seed", "logger", "device", "resume", "dry_run", "hydra.", "runtime.", "wandb.",
-                     "checkpoint.")
+def overridden_setup(overrides: list[str]) -> list[str]:
+    """The command line's overrides that change the paper's setup (reported as deviations)."""
+    from replicate.identity import is_neutral
+
+    return [item for item in overrides if not is_neutral(item)]
 
 
 def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -261,7 +328,10 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from tqdm import tqdm
 
     from replicate import report as reporting
+    from replicate.checkpoint import deferred_stops
+    from replicate.config import check_model_fits
     from replicate.data import BatchOrder, load_dataset
+    from replicate.identity import execution_identity
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.models import is_recurrent
     from replicate.plan import make_plan
@@ -287,6 +357,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     data = load_dataset(cfg.data, dtype=dtype, device=device)
     plan = make_plan(cfg, n_train=len(data.y_train))
     seeds = seed_list(cfg)
+    check_model_fits(cfg, data, n_seeds=len(seeds))
     if cfg.dry_run:
         print(f"{cfg.paper.id}: configuration valid; {len(seeds)} seed(s); executed convention "
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
@@ -300,9 +371,14 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     steps = total_steps(cfg.train, order)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
-    results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress,
-                              writer=rank == 0)
-    progress.close()
+    execution = execution_identity(device, threads, cfg, vectorize=vectorize)
+    try:
+        # a stop signal ends training at the next step boundary, after saving the group's checkpoint
+        with deferred_stops():
+            results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps,
+                                      progress=progress, execution=execution, writer=rank == 0)
+    finally:
+        progress.close()
     if rank != 0:
         return {}  # only rank 0 writes the report and logs
 
@@ -324,7 +400,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     if not plan.exact:
         deviations.append("the conversion to the executed convention is not exact: "
                           + "; ".join(f"{r.field}: {r.reason}" for r in plan.conversion.rules if not r.exact))
-    changed = [item for item in overrides or [] if not item.lstrip("+~").startswith(NEUTRAL_OVERRIDES)]
+    changed = overridden_setup(overrides or [])
     if changed:
         deviations.append("the paper's setup was overridden on the command line: " + " ".join(changed))
     report = {
@@ -337,7 +413,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         "execution": {"world_size": world, "backend": ("nccl" if device.type == "cuda" else "gloo") if world > 1 else None,
                       "accum_steps": cfg.train.accum_steps, "precision": cfg.train.precision,
                       "deterministic": cfg.train.deterministic, "channels_last": cfg.train.channels_last,
-                      "threads": threads, "allocator": allocator, "device": str(device), **tf32},
+                      "threads": threads, "allocator": allocator, "device": str(device), **tf32,
+                      "cpu_capability": execution["cpu_capability"]},
         "data": data.description,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,
@@ -357,7 +434,16 @@ def main() -> None:
     from replicate.runtime import wait_passively
 
     wait_passively()  # before torch loads: its OpenMP runtime reads the policy once
-    check_arguments(sys.argv[1:])
+    install_stop_handlers()
+    try:
+        check_arguments(sys.argv[1:])
+        run_hydra()
+    except Interrupted as stop:
+        print(describe_interruption(stop), file=sys.stderr)
+        sys.exit(128 + stop.signal_number)
+
+
+def run_hydra() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -375,9 +461,23 @@ def main() -> None:
             # (about 0.5 s per run here); once per process, so a sweep's later jobs freeze no garbage
             if gc.get_freeze_count() == 0:
                 gc.freeze()
-            replicate_paper(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
+            run_dir = Path(hydra_config.runtime.output_dir)
+            # under torchrun, rank 0 holds the directory and writes; the other ranks only read it
+            with run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+                if os.environ.get("RANK", "0") == "0":
+                    save_hydra_files(cfg, hydra_config, run_dir)
+                replicate_paper(cfg, run_dir, list(hydra_config.overrides.task))
         except ConfigError as error:
             fail(str(error))
+        except Interrupted:
+            raise
+        except OSError as error:
+            fail(describe_write_error(error), code=1)
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            fail("out of memory while training (" + (str(error).splitlines() or ["MemoryError"])[0][:120] + "); "
+                 "reduce model.hidden_size or model.channels, seeds, or train.batch_size", code=1)
 
     run()
     import torch.distributed as dist
@@ -387,6 +487,57 @@ def main() -> None:
     # and out of the collector's last pass at interpreter exit (about 1 s on the 2-core machine once
     # torch is loaded); finalizers and atexit handlers (wandb, logging) still run
     gc.freeze()
+
+
+def save_hydra_files(cfg, hydra_config, run_dir: Path) -> None:
+    """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them, but only once this run
+    holds the directory (conf/config.yaml sets hydra.output_subdir to null so that Hydra does not write
+    them before the lock: a refused run would overwrite the settings of the run that holds it)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from replicate.report import write_atomically
+
+    hydra_copy = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_config)})
+    with open_dict(hydra_copy):
+        hydra_copy.hydra.output_subdir = ".hydra"
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_copy), ("overrides.yaml", hydra_config.overrides.task)):
+        write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; SLURM's notice before preemption or the time limit; a closed terminal
+
+
+def install_stop_handlers() -> None:
+    """A stop signal ends training at the next step boundary after saving a checkpoint (see
+    replicate.checkpoint.request_stop); outside training it stops at once. Either way: one line, exit 128 + signal."""
+    import signal
+
+    from replicate.checkpoint import request_stop
+
+    for name in STOP_SIGNALS:
+        # a signal ignored at start stays ignored: nohup ignores SIGHUP, a shell's background job SIGINT
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
+            signal.signal(getattr(signal, name), lambda number, frame: request_stop(number))
+
+
+def describe_interruption(stop) -> str:
+    import signal
+
+    name = signal.Signals(stop.signal_number).name
+    if stop.step is not None:
+        seeds = ", ".join(str(seed) for seed in stop.seeds)
+        saved = "checkpoint saved" if stop.saved else "no checkpoint saved by this process"
+        return (f"interrupted by {name} at step {stop.step} of {stop.steps} of seed(s) {seeds} ({saved}); "
+                "rerun the same command to resume")
+    return f"interrupted by {name}; finished seeds are kept; rerun the same command to resume"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    text = str(error)
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
+            or "out of memory" in text)
 
 
 def register_resolvers() -> None:

@@ -15,16 +15,14 @@ import re
 import sys
 from pathlib import Path
 
+from replicate.identity import is_neutral
+
 USAGE = ("usage: python -m replicate.compare <run dirs, report.json files or globs> "
          "[format=table|markdown|json] [plot=<png>] [sort=paper|verdict|wall_time] [combine=false|true]")
 FORMATS = ("table", "markdown", "json")
 SORTS = ("paper", "verdict", "wall_time")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 VERDICT_ORDER = {"REPRODUCED": 0, "INCONCLUSIVE": 1, "NOT_REPRODUCED": 2}
-# Settings that may differ between jobs whose seeds are pooled: where and how a seed ran, not what it ran.
-# train.convention is left out because the executed convention is already part of the pooling key.
-POOLABLE_SETTINGS = {"seed", "seeds", "logger", "runtime", "wandb", "device", "dry_run", "train.batched", "data.root",
-                     "train.convention"}
 CLAIM_DEFINITION = ("metric", "value", "unit", "statistic", "direction", "tolerance", "n", "std", "seed")
 
 
@@ -204,7 +202,7 @@ def check_poolable(members: list[tuple[Path, dict]]) -> None:
                                        f"{key}={claim.get(key)!r} vs {theirs[name].get(key)!r}")
         ours_config, theirs_config = _flatten(first.get("config", {})), _flatten(report.get("config", {}))
         for key in sorted(set(ours_config) | set(theirs_config)):
-            if key.split(".")[0] in POOLABLE_SETTINGS or key in POOLABLE_SETTINGS:
+            if is_neutral(key):  # where and how a seed ran, not what it ran (replicate.identity)
                 continue
             if ours_config.get(key, "absent") != theirs_config.get(key, "absent"):
                 raise CompareError(f"cannot combine {first_path.parent} and {path.parent}: {key} is "

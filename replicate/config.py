@@ -8,9 +8,10 @@ Hydra composes `conf/` into this schema, so a misspelt key is an error rather th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING
 
@@ -32,6 +33,8 @@ DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("wandb", "none")
 LOSSES = ("cross_entropy", "clipped_log_loss")
+UNITS = ("%", "fraction", "nats")  # metrics are measured as fractions and nats; a % claim is compared × 100
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws scikit-learn's init and shuffles, takes seeds below 2**32
 
 
 @dataclass
@@ -245,6 +248,12 @@ def check_config(cfg: Any) -> None:
 
     from replicate import conventions
 
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False), Config)
+    if unknown:
+        parent = unknown[0].rpartition(".")[0]
+        allowed = ", ".join(allowed_keys(parent)) or "none"
+        raise ConfigError(f"unknown setting {unknown[0]}; allowed under {parent or 'the top level'}: {allowed}; "
+                          "a leading + adds a key but does not make a misspelt one valid: correct the name")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing value(s) for {', '.join(missing)}; every paper config states these")
@@ -271,8 +280,10 @@ def check_config(cfg: Any) -> None:
     _require_positive(cfg.optimizer.lr, "optimizer.lr")
     _require_positive(cfg.train.batch_size, "train.batch_size")
     _require_positive(cfg.seeds, "seeds")
-    if cfg.seed is not None and cfg.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be >= 0 and <= {MAX_SEED} (numpy's seed range), got {cfg.seed}")
+    if cfg.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"seeds must be at most {MAX_SEED + 1} (seeds are 0..seeds-1), got {cfg.seeds}")
     if cfg.train.steps is None and cfg.train.epochs is None:
         raise ConfigError("set train.steps or train.epochs")
     if cfg.train.steps is not None:
@@ -294,6 +305,18 @@ def check_config(cfg: Any) -> None:
                           "to use the cache in ~/.cache/replicate ($REPLICATE_CACHE)")
     if cfg.runtime.threads is not None:
         _require_positive(cfg.runtime.threads, "runtime.threads")
+    for size in ("input_size", "output_size", "hidden_size", "channels"):
+        if cfg.model[size] is not None:
+            _require_positive(cfg.model[size], f"model.{size}")
+    for name in ("lr", "momentum", "weight_decay", "eps", "alpha", "rho", "initial_accumulator_value",
+                 "grad_clip", "grad_clip_value"):
+        _require_finite(cfg.optimizer[name], f"optimizer.{name}")
+    _check_optimizer_and_schedule(cfg)
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0: about 25 points per run), got {cfg.train.eval_every}")
+    if cfg.data.name == "synthetic":
+        for name in ("size", "features", "classes"):
+            _require_positive(cfg.data[name], f"data.{name}")
     try:
         conventions.Convention(name="native", **conventions_fields(cfg))
         if cfg.train.convention is not None:
@@ -306,12 +329,50 @@ def check_config(cfg: Any) -> None:
         _check_claim(claim)
 
 
+def _check_optimizer_and_schedule(cfg: Any) -> None:
+    """Values PyTorch's update rules or the schedules would reject with a traceback, or run as nonsense."""
+    optimizer, schedule = cfg.optimizer, cfg.schedule
+    betas = list(optimizer.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}; e.g. optimizer.betas=[0.9,0.999]")
+    if optimizer.eps is not None:
+        _require_positive(optimizer.eps, "optimizer.eps")
+    for name in ("alpha", "rho"):
+        if not 0 <= optimizer[name] <= 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1], got {optimizer[name]}")
+    if optimizer.initial_accumulator_value < 0:
+        raise ConfigError(f"optimizer.initial_accumulator_value must be >= 0, got {optimizer.initial_accumulator_value}")
+    if schedule.name == "step":
+        _require_positive(schedule.step_size, "schedule.step_size")
+    if schedule.name in ("step", "multistep", "inv"):
+        _require_positive(schedule.gamma, "schedule.gamma")
+    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
+        raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
+                          f"{len(schedule.knots)} and {len(schedule.values)}")
+
+
+def _require_finite(value: Any, what: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+
+
 def _check_claim(claim: Any) -> None:
     _require_choice(claim.statistic, STATISTICS, f"statistic in claim {claim.name!r}")
     _require_choice(claim.direction, DIRECTIONS, f"direction in claim {claim.name!r}")
     _require_choice(claim.metric, METRICS, f"metric in claim {claim.name!r}")
+    _require_choice(claim.unit, UNITS, f"unit in claim {claim.name!r}")
+    for key in ("value", "tolerance", "std"):
+        _require_finite(claim[key], f"claim {claim.name!r}: {key}")
     if claim.tolerance < 0:
         raise ConfigError(f"claim {claim.name!r}: tolerance must be >= 0, got {claim.tolerance}")
+    if claim.std is not None and claim.std < 0:
+        raise ConfigError(f"claim {claim.name!r}: std must be >= 0, got {claim.std}")
+    if claim.n is not None and claim.n < 1:
+        raise ConfigError(f"claim {claim.name!r}: n must be positive, got {claim.n}")
+    loss = claim.metric.endswith("loss")
+    if loss != (claim.unit == "nats"):
+        allowed = "nats" if loss else "% or fraction"
+        raise ConfigError(f"claim {claim.name!r}: metric {claim.metric} is measured in {allowed}, not {claim.unit!r}")
     if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
         raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")
 
@@ -321,3 +382,89 @@ def conventions_fields(cfg: Any) -> dict:
     from omegaconf import OmegaConf
 
     return dict(OmegaConf.to_container(cfg.conventions, resolve=True))
+
+
+def unknown_keys(settings: Any, schema: Any, prefix: str = "") -> list[str]:
+    """Dotted keys in a config (as plain containers) that the schema does not define: what `+key=value`
+    on the command line can add to a structured config without Hydra objecting."""
+    origin = get_origin(schema)
+    if origin is Union:  # Optional[X]
+        schema = next(arg for arg in get_args(schema) if arg is not type(None))
+        origin = get_origin(schema)
+    if is_dataclass(schema) and isinstance(settings, dict):
+        hints = get_type_hints(schema)
+        found = []
+        for key, value in settings.items():
+            if key not in hints:
+                found.append(f"{prefix}{key}")
+            else:
+                found += unknown_keys(value, hints[key], f"{prefix}{key}.")
+        return found
+    if origin in (list, List) and isinstance(settings, list) and get_args(schema):
+        return [key for index, value in enumerate(settings)
+                for key in unknown_keys(value, get_args(schema)[0], f"{prefix[:-1]}[{index}].")]
+    return []
+
+
+def unknown_override(key: str) -> str | None:
+    """For an override's dotted key (`train.stepz`), the first part the schema does not define, as a dotted
+    key, or None when the schema defines it or cannot tell (inside lists and free-form values)."""
+    schema, parts = Config, key.split(".")
+    for index, part in enumerate(parts):
+        hint = get_type_hints(schema).get(part)
+        if hint is None:
+            return ".".join(parts[:index + 1])
+        if get_origin(hint) is Union:  # Optional[X]
+            hint = next(arg for arg in get_args(hint) if arg is not type(None))
+        if not is_dataclass(hint):
+            return None
+        schema = hint
+    return None
+
+
+def allowed_keys(dotted: str) -> list[str]:
+    """The schema's keys under a dotted prefix ('' for the top level; list indices ignored)."""
+    schema = Config
+    for part in [part.split("[")[0] for part in dotted.split(".") if part]:
+        hint = get_type_hints(schema).get(part)
+        if get_origin(hint) in (list, List):
+            hint = get_args(hint)[0]
+        if not is_dataclass(hint):
+            return []
+        schema = hint
+    return sorted(get_type_hints(schema))
+
+
+def check_model_fits(cfg: Any, data: Any, n_seeds: int) -> None:
+    """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
+    which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
+    import os
+
+    import torch
+
+    from replicate.models import build_model
+
+    if cfg.model.output_size != data.num_classes:
+        raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
+                          f"{data.num_classes} classes; set model.output_size={data.num_classes}")
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+        example = torch.empty(2, *data.x_train.shape[1:], dtype=data.x_train.dtype)
+        try:
+            model.to(data.x_train.dtype)(example)
+        except (RuntimeError, ValueError) as error:
+            raise ConfigError(f"model {cfg.model.name} with model.input_size={cfg.model.input_size} does not fit "
+                              f"the data's examples of shape {list(data.x_train.shape[1:])} "
+                              f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
+    # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
+    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * data.x_train.element_size()
+    device = data.x_train.device
+    try:
+        available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+                     else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return
+    if needed > available:
+        raise ConfigError(f"the model needs at least {needed / 2**30:.1f} GiB for {n_seeds} seed(s) (parameters, "
+                          f"gradients, optimizer state); the {device.type} has {available / 2**30:.1f} GiB; reduce "
+                          "model.hidden_size or model.channels, or seeds")

@@ -10,6 +10,7 @@ overridden per side: `from_eps_placement=inside_sqrt`, `to_momentum_form=lr_insi
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from dataclasses import asdict, fields
@@ -23,6 +24,10 @@ HPARAMS = ("lr", "weight_decay", "momentum", "nesterov", "eps", "beta1", "beta2"
            "lr_decay", "initial_accumulator_value", "grad_clip", "grad_clip_value")
 OPTIONS = ("from", "to", "paper", "optimizer", "batch_size", "seq_len", "world_size", "accum_steps", "format",
            "verify", "steps", "schedule", "new_batch_size", "scaling")
+
+
+# what a catalog entry fixes: given beside paper=<id>, these would be silently ignored
+PAPER_SETS = ("from", "optimizer", "batch_size")
 
 
 class UsageError(ValueError):
@@ -39,7 +44,12 @@ def parse_arguments(argv: list[str]) -> dict:
         if key not in allowed:
             raise UsageError(f"unknown argument {key!r}; allowed: {', '.join(OPTIONS + HPARAMS)}, "
                              f"and from_<field>/to_<field> for {', '.join(CONVENTION_FIELDS)}")
-        parsed[key] = parse_value(text)
+        if key in parsed:
+            raise UsageError(f"{key}= is given twice ({key}={parsed[key]} and {argument}); give it once")
+        value = parse_value(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{argument}: {key} must be a finite number")
+        parsed[key] = value
     return parsed
 
 
@@ -97,6 +107,11 @@ def request_from_paper(args: dict) -> dict:
 def convert_request(args: dict) -> dict:
     """The JSON-ready result of one command line (without printing)."""
     if "paper" in args:
+        ignored = [key for key in PAPER_SETS if key in args]
+        if ignored:
+            raise UsageError(f"paper={args['paper']} sets {', '.join(PAPER_SETS)} itself; drop "
+                             f"{' '.join(f'{key}={args[key]}' for key in ignored)}, or drop paper= to convert your own set "
+                             "(from_<field>=... overrides one field of the paper's convention)")
         request = request_from_paper(args)
         request["source"] = _convention({**args, "from": request["source"]}, "from")
         for key in HPARAMS:
@@ -128,9 +143,20 @@ def convert_request(args: dict) -> dict:
         result["batch_scaling"] = {"new_batch_size": args.get("new_batch_size"), "scaling": args.get("scaling", "linear"),
                                    "hparams": scaled.hparams, "rules": [asdict(rule) for rule in scaled.rules],
                                    "heuristic": True}
+    check_finite(result)
     if args.get("verify"):
         result["verify"] = run_verification(args, request, target, seq_len)
     return result
+
+
+def check_finite(result: dict) -> None:
+    """A conversion whose result overflows a float64 (lr=1e308 × B) is refused, never printed as inf."""
+    converted = [("", result["hparams"])] + [(" after batch-size scaling", result.get("batch_scaling", {}).get("hparams", {}))]
+    for where, hparams in converted:
+        for key, value in hparams.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{key}={result['source_hparams'].get(key)} converts to {value}{where}, beyond what a "
+                                 f"float64 can hold; check the value's unit and magnitude")
 
 
 def run_verification(args: dict, request: dict, target, seq_len) -> dict:
@@ -187,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str) if output == "json" else render_table(result))
+    print(json.dumps(result, indent=2, default=str, allow_nan=False) if output == "json" else render_table(result))
     if "verify" in result and result["exact"] and not result["verify"]["passed"]:
         print("error: a rule claimed exact failed its numerical proof; please report this", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ Every number in report.md comes from the same dict that is written to report.jso
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -180,9 +181,10 @@ def plot_learning_curves(report: dict, path: Path) -> None:
     figure = draw_learning_curves(report)  # selects the Agg backend before pyplot is imported
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()  # written atomically like the reports: same permissions, no half-written file
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
     plt.close(figure)
+    replace_atomically(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def draw_learning_curves(report: dict):

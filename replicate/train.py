@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from replicate.checkpoint import load_checkpoint, save_checkpoint
+from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.data import BatchOrder, Dataset
 from replicate.optim import build_optimizer
 from replicate.plan import Plan, optimizer_arguments
@@ -153,8 +153,9 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
 def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
                 checkpoint: dict | None = None) -> list[SeedResult]:
     """Train `seeds` together (vectorize) or the single seed given. progress: anything with update(n),
-    advanced by one per seed per step. checkpoint: {"path", "every" (steps), "fingerprint"}: the state
-    is saved every `every` steps and training resumes from the file if present."""
+    advanced by one per seed per step. checkpoint: {"path", "every" (steps, 0: none), "fingerprint"}: the state
+    is saved every `every` steps and training resumes from the file if present. A stop signal
+    (replicate.checkpoint.stop_requested) saves it at the next step boundary and raises Interrupted."""
     started = time.perf_counter()
     dtype, device = data.x_train.dtype, data.x_train.device
     applied = plan.applied
@@ -270,8 +271,9 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             optimizer.step()
         stack.zero_grad()
         evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
-        saving = (checkpoint is not None and checkpoint.get("save", True) and (step + 1) % checkpoint["every"] == 0
-                  and step + 1 < steps)
+        stopping = stop_requested() is not None and step + 1 < steps
+        saving = (checkpoint is not None and checkpoint.get("save", True) and step + 1 < steps
+                  and (stopping or (checkpoint["every"] > 0 and (step + 1) % checkpoint["every"] == 0)))
         if (evaluating or saving) and all(d is not None for d in diverged_so_far(step + 1)):
             break
         if evaluating:
@@ -291,6 +293,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 "optimizer": optimizer.state_dict(), "order": order.state_dict(),
                 "objectives": objectives[:, :step + 1], "batch_sizes": batch_sizes, "last_point": last_point,
                 "curves": curves, **({"scaler": scaler.state_dict()} if scaler else {})})
+        if stopping:
+            raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
         if progress is not None:
             progress.update(n_seeds)
 

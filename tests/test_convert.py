@@ -112,6 +112,12 @@ def test_batch_size_scaling_is_a_labelled_heuristic_after_conversion():
     (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "colour=red"], "unknown argument 'colour'"),
     (["paper=nope", "to=mean"], "unknown paper 'nope'"),
     (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "format=xml"], "unknown format 'xml'"),
+    # issue 13: an overflow is not "exact", flags beside paper= are not ignored, a repeated flag is not "the last"
+    (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=1e308"], "lr=1e+308 converts to inf"),
+    (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=1e308", "format=json"], "converts to inf"),
+    (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=.nan"], "lr must be a finite number"),
+    (["paper=mnist1d_mlp", "to=sum", "optimizer=sgd", "batch_size=7"], "drop optimizer=sgd batch_size=7"),
+    (["from=sum", "from=mean", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1"], "from= is given twice"),
 ])
 def test_bad_input_is_one_line_with_what_is_allowed(args, message):
     result = run_command(["replicate.convert", *args])

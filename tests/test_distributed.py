@@ -176,7 +176,7 @@ def _resume_false_worker(rank, world, port, run_dir, out):
         if rank == 0:
             time.sleep(2)
         results = train_or_resume(cfg, data, plan, [0, 1], Path(run_dir), vectorize=False, steps=20,
-                                  progress=tqdm(disable=True), writer=rank == 0)
+                                  progress=tqdm(disable=True), execution=_EXECUTION, writer=rank == 0)
         torch.save({result.seed: result.metrics for result in results}, f"{out}-{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -189,12 +189,17 @@ def _short_run(resume):
     return cfg, data, make_plan(cfg, n_train=len(data.y_train))
 
 
+# the resolved execution both the earlier run and the ranks share (one thread, sequential, on the CPU)
+_EXECUTION = {"device": "cpu", "threads": 1, "training_path": "sequential"}
+
+
 def test_torchrun_with_resume_false_retrains_on_every_rank_whatever_each_rank_sees_first(tmp_path):
-    from replicate.checkpoint import fingerprint, save_seed_result
+    from replicate.checkpoint import save_seed_result
+    from replicate.identity import fingerprint
 
     cfg, _, _ = _short_run(resume=False)
     for seed in (0, 1):  # a finished earlier run of the same configuration, with a metric no run can give
-        save_seed_result(tmp_path / "run", {"fingerprint": fingerprint(cfg), "seed": seed, "metrics": {"test_accuracy": -1.0},
+        save_seed_result(tmp_path / "run", {"fingerprint": fingerprint(cfg, _EXECUTION), "seed": seed, "metrics": {"test_accuracy": -1.0},
                                             "curve": [], "diverged_at": None, "wall_time_s": 0.0, "path": "sequential"})
     mp.spawn(_resume_false_worker, args=(2, free_port(), str(tmp_path / "run"), str(tmp_path / "metrics")), nprocs=2,
              join=True)
