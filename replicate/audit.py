@@ -272,6 +272,7 @@ def summarize(readings: list[Reading], classes: list[list[int]]) -> dict:
 def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_dir: Path | None, *,
               log=print) -> tuple[dict, Path]:
     """Train every equivalence class once and judge it; returns (audit dict, audit directory)."""
+    from replicate.checkpoint import run_lock
     from replicate.cli import replicate_paper
     from replicate.config import compose
     from replicate.data import load_dataset
@@ -300,7 +301,9 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
 
         same = "" if len(members) == 1 else " (trained once for " + "; ".join(readings[i].label for i in members) + ")"
         log(f"reading {number}/{len(classes)}: {representative.label}{same}")
-        with contextlib.redirect_stdout(sys.stderr):  # each replication's own table; stdout is the audit's
+        # each replication's own table goes to stderr (stdout is the audit's), and its directory is held
+        # against a second audit or run into it, as `python -m replicate` holds its own
+        with contextlib.redirect_stdout(sys.stderr), run_lock(run_dir):
             report = replicate_paper(cfg, run_dir, [*overrides, *representative.overrides])
         if not report:
             raise AuditError("dry_run=true trains nothing, so there is nothing to audit; drop dry_run")
@@ -377,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(argument in ("-h", "--help") for argument in argv):
         print(HELP)
         return 0
+    from replicate.checkpoint import Interrupted, describe_write_error
+    from replicate.cli import describe_interruption, install_stop_handlers
+
+    install_stop_handlers()  # a stop signal saves the reading in training; rerunning the audit resumes it
     try:
         overrides, reading_values, options = parse_arguments(argv)
         audit, audit_dir = run_audit(overrides, reading_values, options["dir"],
@@ -385,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     except (AuditError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(describe_interruption(stop).replace("the same command", "the same audit (same hydra.run.dir)"),
+              file=sys.stderr)
+        return 128 + stop.signal_number
+    except OSError as error:
+        print(f"error: {describe_write_error(error)}", file=sys.stderr)
+        return 1
     if options["format"] == "json":
         from replicate.report import render_json_text
 
