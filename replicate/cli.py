@@ -210,6 +210,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate import report as reporting
     from replicate.data import BatchOrder, load_dataset
     from replicate.log import mirror_to_wandb, print_summary
+    from replicate.numerics import numerics_environment
     from replicate.plan import make_plan
     from replicate.runtime import intra_op_threads, reuse_freed_memory
     from replicate.seeds import batching_method, can_vectorize
@@ -242,6 +243,10 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
+    numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
+    if cfg.runtime.numerics == "portable" and not numerics["pinned"] and rank == 0:
+        print(f"warning: runtime.numerics=portable is not in force in this process (ATen {numerics['cpu_capability']}, "
+              f"settings {numerics['settings']}); the report records the numerics as applied", file=sys.stderr)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
     results = train_or_resume(cfg, data, plan, seeds, run_dir, vectorize=vectorize, steps=steps, progress=progress,
@@ -283,6 +288,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
                       "deterministic": cfg.train.deterministic, "channels_last": cfg.train.channels_last,
                       "threads": threads, "allocator": allocator, "device": str(device)},
         "data": data.description,
+        "numerics": numerics,
+        "overrides": list(overrides or []),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,
         "hardware": hardware,
@@ -297,8 +304,22 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     return report
 
 
+def pin_numerics(argv: list[str]) -> None:
+    """runtime.numerics: its pins enter the environment before torch loads, as each library reads them
+    once, when it loads (replicate.numerics); the report records what took effect."""
+    from replicate.numerics import DEFAULT_MODE, apply_numerics, check_mode, requested_mode
+
+    mode = requested_mode(argv) or DEFAULT_MODE
+    problem = check_mode(mode)
+    if problem:
+        fail(problem)
+    for problem in apply_numerics(mode):
+        print(f"warning: {problem}", file=sys.stderr)
+
+
 def main() -> None:
     check_arguments(sys.argv[1:])
+    pin_numerics(sys.argv[1:])
     import hydra
     from hydra.core.hydra_config import HydraConfig
 

@@ -14,6 +14,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from replicate.numerics import DEFAULT_MODE, MODES as NUMERICS_MODES
+
 
 class ConfigError(ValueError):
     """A user-facing configuration mistake; the message is one line: what is wrong, what is allowed."""
@@ -160,6 +162,9 @@ class RuntimeConfig:
     threads: Optional[int] = None
     reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True
+    # portable: every library's AVX2 code path, the same bits on any x86-64 host; native: each picks its
+    # fastest for this CPU. Set before torch loads (replicate.numerics); the report records what applied
+    numerics: str = DEFAULT_MODE
 
 
 @dataclass
@@ -281,6 +286,7 @@ def check_config(cfg: Any) -> None:
                           "to use the cache in ~/.cache/replicate ($REPLICATE_CACHE)")
     if cfg.runtime.threads is not None:
         _require_positive(cfg.runtime.threads, "runtime.threads")
+    _require_choice(cfg.runtime.numerics, NUMERICS_MODES, "runtime.numerics")
     try:
         conventions.Convention(name="native", **conventions_fields(cfg))
         if cfg.train.convention is not None:
