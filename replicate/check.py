@@ -55,13 +55,14 @@ def load_reference(source: str) -> dict:
                    "decimals": None if "per_seed_exact" in claim else 6} for claim in result["claims"]]
         return {"kind": "record", "paper": result["paper"], "overrides": result.get("overrides", []),
                 "seeds": result["seeds"], "steps": result["steps"], "numerics": result.get("numerics"),
-                "software": result.get("software", {}), "claims": claims, "curves": None, "schedule": None}
+                "software": result.get("software", {}), "cpu": result.get("hardware", "").split(",")[0],
+                "claims": claims, "curves": None, "schedule": None}
     try:
         report = json.loads(path.read_text())
         return {"kind": "report", "paper": report["paper"]["id"], "overrides": report.get("overrides", []),
                 "seeds": [seed["seed"] for seed in report["seeds"]], "steps": report["steps"],
                 "numerics": report.get("numerics"), "software": report.get("software", {}),
-                "claims": [{"name": claim["name"], "per_seed": claim["measured"], "decimals": None}
+                "cpu": report["hardware"]["cpu"], "claims": [{"name": claim["name"], "per_seed": claim["measured"], "decimals": None}
                            for claim in report["claims"]],
                 "curves": {seed["seed"]: seed["curve"] for seed in report["seeds"]},
                 "schedule": report["config"]["schedule"]["name"]}
@@ -79,7 +80,9 @@ def rerun_command(reference: dict, seeds: list[int], steps: int | None, run_dir:
         raise CheckError(f"recorded seeds {seeds} are not 0..n-1; check them one at a time")
     args = [f"paper={reference['paper']}", *overrides, seeds_override, "logger=none", "runtime.progress=false",
             "resume=false", f"hydra.run.dir={run_dir}", f"runtime.numerics={numerics.get('mode', 'portable')}"]
-    if numerics.get("threads"):
+    if numerics.get("threads") and len(seeds) == len(reference["seeds"]):
+        # the recorded thread count; fewer seeds take the CLI's default for their number, as a seed alone at
+        # one thread equals it batched, where it would not at several (README, "Performance")
         args.append(f"runtime.threads={numerics['threads']}")
     if steps is not None:
         curve = next(iter(reference["curves"].values()))
@@ -156,6 +159,8 @@ def environment_differences(reference: dict, report: dict) -> list[dict]:
     recorded, current = reference["numerics"] or {}, report.get("numerics", {})
     differences = [{"field": key, "recorded": recorded.get(key), "rerun": current.get(key)} for key in COMPARED
                    if key in recorded and recorded.get(key) != current.get(key)]
+    if reference["cpu"] != report["hardware"]["cpu"]:
+        differences.append({"field": "cpu", "recorded": reference["cpu"], "rerun": report["hardware"]["cpu"]})
     for package in ("torch", "numpy", "python", "mnist1d", "scikit-learn"):
         if package in reference["software"] and reference["software"][package] != report["software"].get(package):
             differences.append({"field": package, "recorded": reference["software"][package],
@@ -179,7 +184,8 @@ def likely_cause(classification: str, differences: list[dict], reference: dict, 
         if field in fields:
             return cause.format(**fields[field])
     if reference["numerics"] is None:
-        return "the source records no numerics (made before they were recorded); the rerun used runtime.numerics=portable"
+        return (f"the source records no numerics: made before they were recorded, with the kernels {reference['cpu']} "
+                "chose natively; the rerun used runtime.numerics=portable")
     if not report.get("numerics", {}).get("pinned"):
         return "the rerun's numerics are not pinned (runtime.numerics=native, or a caller's own environment setting)"
     return "no recorded field differs: a code path the pins do not cover, or nondeterminism"

@@ -24,15 +24,24 @@ DEFAULT_MODE = "portable"  # catalog records are made portable; cost measured in
 # What each library reads when it loads, and the value that selects its AVX2 code path.
 PORTABLE = {
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorised kernels (elementwise, reductions, optimizers)
-    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility: its AVX2 path for GEMMs
+    # MKL's conditional numerical reproducibility, for PyTorch's GEMMs: COMPATIBLE is the one branch MKL
+    # honours on Intel and AMD alike (it runs other branches, AVX2 included, only on Intel CPUs, and
+    # ignores them elsewhere); measured here, MKL_CBWR=AVX2 on an Intel host did not give an AMD host's bits
+    "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN, which runs PyTorch's CPU convolutions: no AVX-512 or AMX kernels
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS: its AVX2 kernels
     "NPY_DISABLE_CPU_FEATURES": None,  # numpy's own loops (data generation): its targets above AVX2, by version
 }
 SETTINGS = tuple(PORTABLE)
-# the fields of numerics_environment() that can change the bits a run computes (the rest describe)
-FINGERPRINT_KEYS = ("settings", "cpu_capability", "mkl", "onednn", "openblas", "dtype", "precision",
-                    "deterministic", "float32_matmul_precision", "data_sha256")
+# the fields of numerics_environment() that can change the bits a run computes (the rest describe):
+# what the resume fingerprint must cover, so a run directory never mixes seeds of different numerics
+FINGERPRINT_KEYS = ("settings", "cpu_capability", "blas", "mkl", "onednn", "openblas", "threads", "dtype",
+                    "precision", "deterministic", "float32_matmul_precision", "data_sha256")
+
+
+def fingerprint_fields(numerics: dict) -> dict:
+    """The part of a numerics_environment() that belongs in checkpoint.fingerprint."""
+    return {key: numerics.get(key) for key in FINGERPRINT_KEYS}
 
 
 def numpy_targets_above_avx2() -> str:
