@@ -105,7 +105,7 @@ def host_isa() -> str:
 
 
 def library_versions() -> dict:
-    """MKL and oneDNN as PyTorch was built with them (its build report), and any OpenBLAS loaded."""
+    """MKL and oneDNN as PyTorch was built with them (its build report), and the kernels of any OpenBLAS loaded."""
     import torch
 
     build = torch.__config__.show()
@@ -117,7 +117,9 @@ def library_versions() -> dict:
     try:
         from threadpoolctl import threadpool_info
 
-        openblas = sorted({f"{pool['version']} ({pool.get('architecture')})" for pool in threadpool_info()
+        # the kernel family only: which OpenBLAS copies are loaded (numpy's, scipy's) depends on what ran
+        # before, and their versions follow numpy's and scipy's, which the report records
+        openblas = sorted({str(pool.get("architecture")) for pool in threadpool_info()
                            if pool.get("internal_api") == "openblas"})
         versions["openblas"] = ", ".join(openblas) or None
     except ImportError:
