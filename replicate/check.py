@@ -249,8 +249,9 @@ def format_text(result: dict) -> str:
              + (f": SHORTENED to {result['shortened']}" if result["shortened"] else ""), f"rerun: {result['command']}"]
     for quantity in result["quantities"]:
         lines.append(f"{quantity['name']}:")
+        rounded = f" (to the {quantity['decimals']} decimals recorded)" if quantity["decimals"] is not None else ""
         for seed, old, new, label in zip(result["seeds"], quantity["recorded"], quantity["rerun"], quantity["per_seed"]):
-            lines.append(f"  seed {seed}: recorded {old!r}, rerun {new!r} → {label}")
+            lines.append(f"  seed {seed}: recorded {old!r}, rerun {new!r} → {label}{rounded if label == 'identical' else ''}")
         test = quantity["test"]
         detail = f" ({test['test']}, p = {test['p']:.3f})" if test and "p" in test else ""
         lines.append(f"  overall: {quantity['classification']}{detail}")
