@@ -162,7 +162,7 @@ class RuntimeConfig:
     threads: Optional[int] = None
     reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True
-    # portable: every library's AVX2 code path, the same bits on any x86-64 host; native: each picks its
+    # portable: code paths every x86-64 CPU with AVX2 runs alike, the same bits on any such host; native: each picks its
     # fastest for this CPU. Set before torch loads (replicate.numerics); the report records what applied
     numerics: str = DEFAULT_MODE
 

@@ -3,8 +3,8 @@
 PyTorch (ATen), MKL, oneDNN, numpy and OpenBLAS each pick kernels for the CPU they find (AVX2, AVX-512,
 AMX). Kernels for different instruction sets sum in different orders, so one run gives other last bits
 on another host, and after thousands of Adam steps other accuracies. `runtime.numerics=portable` pins
-every one of them to its AVX2 path through the environment, which each library reads once, when it
-loads; `native` lets each choose. This module sets the pins and describes the numerics a run used.
+each to a path that every x86-64 CPU with AVX2 runs alike (AVX2; MKL's COMPATIBLE branch), through the
+environment, which each library reads once, when it loads; `native` lets each choose. This module sets the pins and describes the numerics a run used.
 
     problems = apply_numerics("portable")   # before torch or numpy are imported
     numerics = numerics_environment("portable", data=data, dtype="float32", precision="fp32")
@@ -21,7 +21,7 @@ from pathlib import Path
 MODES = ("portable", "native")
 DEFAULT_MODE = "portable"  # catalog records are made portable; cost measured in README "Bit for bit"
 
-# What each library reads when it loads, and the value that selects its AVX2 code path.
+# What each library reads when it loads, and the value that selects its portable code path.
 PORTABLE = {
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorised kernels (elementwise, reductions, optimizers)
     # MKL's conditional numerical reproducibility, for PyTorch's GEMMs: COMPATIBLE is the one branch MKL
@@ -57,7 +57,7 @@ def numpy_targets_above_avx2() -> str:
 
 
 def portable_settings() -> dict:
-    """The environment that pins every library to its AVX2 path on this installation."""
+    """The environment that pins every library to its portable path on this installation."""
     return {**PORTABLE, "NPY_DISABLE_CPU_FEATURES": numpy_targets_above_avx2()}
 
 
