@@ -381,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         print(HELP)
         return 0
     from replicate.checkpoint import Interrupted, describe_write_error
-    from replicate.cli import describe_interruption, install_stop_handlers
+    from replicate.cli import describe_interruption, install_stop_handlers, prepare_process
 
     install_stop_handlers()  # a stop signal saves the reading in training; rerunning the audit resumes it
+    prepare_process(argv)  # runtime.numerics=... given here applies to every reading
     try:
         overrides, reading_values, options = parse_arguments(argv)
         audit, audit_dir = run_audit(overrides, reading_values, options["dir"],

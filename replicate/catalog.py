@@ -40,6 +40,7 @@ def result_from_report(report: dict) -> dict:
         "claims": [{"name": claim["name"], "claimed": claim["claimed"], "unit": claim["unit"],
                     "statistic": claim["statistic"], "measured": format_measured(claim),
                     "per_seed": [round(value, 6) for value in claim["measured"]],
+                    "per_seed_exact": claim["measured"],  # full precision: replicate.check compares bit for bit
                     "verdict": claim["verdict"]["verdict"], "rule": claim["verdict"]["rule"],
                     "explanation": claim["verdict"]["explanation"]} for claim in report["claims"]],
         "seeds": [seed["seed"] for seed in seeds],
@@ -51,6 +52,8 @@ def result_from_report(report: dict) -> dict:
         "software": {key: report["software"].get(key) for key in ("replicate", "torch", "python", "mnist1d", "scikit-learn")},
         "command": f"python -m replicate paper={report['paper']['id']}"
                    + (f" seeds={len(seeds)}" if len(seeds) != report["config"]["seeds"] else ""),
+        "overrides": report.get("overrides", []),
+        "numerics": report.get("numerics"),  # what replicate.check reruns under
     }
 
 

@@ -334,6 +334,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate.identity import execution_identity
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.models import is_recurrent
+    from replicate.numerics import fingerprint_fields, numerics_environment
     from replicate.plan import make_plan
     from replicate.precision import set_tf32
     from replicate.runtime import intra_op_threads, reuse_freed_memory
@@ -369,9 +370,14 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
+    numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
+    if cfg.runtime.numerics == "portable" and not numerics["pinned"] and rank == 0:
+        print(f"warning: runtime.numerics=portable is not in force in this process (ATen {numerics['cpu_capability']}, "
+              f"settings {numerics['settings']}); the report records the numerics as applied", file=sys.stderr)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
-    execution = execution_identity(device, threads, cfg, vectorize=vectorize)
+    # what changes float results once resolved, the numerics the libraries run under included
+    execution = {**execution_identity(device, threads, cfg, vectorize=vectorize), **fingerprint_fields(numerics)}
     try:
         # a stop signal ends training at the next step boundary, after saving the group's checkpoint
         with deferred_stops():
@@ -416,6 +422,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
                       "threads": threads, "allocator": allocator, "device": str(device), **tf32,
                       "cpu_capability": execution["cpu_capability"]},
         "data": data.description,
+        "numerics": numerics,
+        "overrides": list(overrides or []),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "software": software,
         "hardware": hardware,
@@ -430,13 +438,34 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     return report
 
 
-def main() -> None:
+def prepare_process(argv: list[str]) -> None:
+    """What must be set before torch loads, for every command that trains in its own process: OpenMP
+    workers that wait passively (their runtime reads the policy once) and runtime.numerics's pins (each
+    library reads its dispatch setting once)."""
     from replicate.runtime import wait_passively
 
-    wait_passively()  # before torch loads: its OpenMP runtime reads the policy once
+    wait_passively()
+    pin_numerics(argv)
+
+
+def pin_numerics(argv: list[str]) -> None:
+    """runtime.numerics: its pins enter the environment before torch loads, as each library reads them
+    once, when it loads (replicate.numerics); the report records what took effect."""
+    from replicate.numerics import DEFAULT_MODE, apply_numerics, check_mode, requested_mode
+
+    mode = requested_mode(argv) or DEFAULT_MODE
+    problem = check_mode(mode)
+    if problem:
+        fail(problem)
+    for problem in apply_numerics(mode):
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def main() -> None:
     install_stop_handlers()
     try:
         check_arguments(sys.argv[1:])
+        prepare_process(sys.argv[1:])
         run_hydra()
     except Interrupted as stop:
         print(describe_interruption(stop), file=sys.stderr)

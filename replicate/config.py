@@ -15,6 +15,8 @@ from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hi
 
 from omegaconf import MISSING
 
+from replicate.numerics import DEFAULT_MODE, MODES as NUMERICS_MODES
+
 
 class ConfigError(ValueError):
     """A user-facing configuration mistake; the message is one line: what is wrong, what is allowed."""
@@ -175,6 +177,9 @@ class RuntimeConfig:
     threads: Optional[int] = None
     reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True
+    # portable: code paths every x86-64 CPU with AVX2 runs alike, the same bits on any such host; native: each picks its
+    # fastest for this CPU. Set before torch loads (replicate.numerics); the report records what applied
+    numerics: str = DEFAULT_MODE
 
 
 @dataclass
@@ -317,6 +322,7 @@ def check_config(cfg: Any) -> None:
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")
+    _require_choice(cfg.runtime.numerics, NUMERICS_MODES, "runtime.numerics")
     try:
         conventions.Convention(name="native", **conventions_fields(cfg))
         if cfg.train.convention is not None:

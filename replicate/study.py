@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(argument in ("-h", "--help") for argument in argv):
         print(HELP)
         return 0
+    from replicate.cli import prepare_process
+
+    prepare_process([])  # the default numerics, set before torch loads, as for `python -m replicate`
     try:
         name, options = parse_arguments(argv)
         study = run_lr_vs_batch(options, log=lambda line: print(line, file=sys.stderr))

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from replicate.numerics import DEFAULT_MODE, apply_numerics
+
+# the suite computes under the CLI's default numerics (pins set before torch loads; a caller's own
+# setting, such as ATEN_CPU_CAPABILITY=default, wins), so its float comparisons mean the same on every host
+for problem in apply_numerics(DEFAULT_MODE):
+    print(f"warning: {problem}", file=sys.stderr)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 ROOT = Path(__file__).resolve().parent.parent

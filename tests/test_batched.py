@@ -13,7 +13,7 @@ from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.plan import make_plan
 from replicate.runtime import intra_op_threads
-from replicate.seeds import can_vectorize
+from replicate.seeds import SeedStack, can_vectorize
 from replicate.train import train_seeds
 
 SEEDS = [0, 1, 2]
@@ -94,8 +94,80 @@ def test_convolutions_under_vmap_agree_to_rounding():
     # vmap batches Conv1d as a grouped convolution, which sums in another order: equal to rounding, not bit for bit
     together, alone = batched_and_alone(["paper=mnist1d_cnn"], "float64", steps=25)
     assert largest_abs(together, alone) <= 1e-12
-    together, alone = batched_and_alone(["paper=mnist1d_cnn"], "float32", steps=1)
-    assert largest_relative_norm(together, alone) <= 1e-6
+    # float32: logits and gradients at initialisation, each within the rounding bound that any summation
+    # order obeys (a constant tolerance passed on AVX2 and failed on AVX-512 hosts, whose kernels sum otherwise)
+    cfg = compose(["paper=mnist1d_cnn"])
+    alone = [SeedStack(cfg.model, [seed], dtype=torch.float32, device="cpu", vectorize=False) for seed in SEEDS]
+    candidates = load_dataset(cfg.data, dtype=torch.float32, device="cpu").x_train[:2 * cfg.train.batch_size]
+    decided = torch.stack([RoundingBound(seed.module, candidates).decided for seed in alone]).all(dim=0)
+    x = candidates[decided][:cfg.train.batch_size]  # examples on which rounding can flip no ReLU of any seed
+    assert len(x) == cfg.train.batch_size
+    probe = torch.randn(len(SEEDS), len(x), cfg.model.output_size, generator=torch.Generator().manual_seed(0))
+    together = SeedStack(cfg.model, SEEDS, dtype=torch.float32, device="cpu")
+    logits = together(x.expand(len(SEEDS), *x.shape))
+    (logits * probe).sum().backward()
+    for index, seed in enumerate(alone):
+        alone_logits = seed(x.unsqueeze(0))[0]
+        (alone_logits * probe[index]).sum().backward()
+        bound = RoundingBound(seed.module, x)
+        assert ((logits[index] - alone_logits).abs() <= 2 * bound.logits).all()
+        gradient_bounds = bound.gradients(probe[index])
+        for name, leaf in seed.leaves.items():
+            difference = together.leaves[name].grad[index] - leaf.grad
+            assert (difference.abs() <= 2 * gradient_bounds[name]).all(), name
+
+
+def gamma(n: int) -> float:
+    """Higham's γ(n) = n·u / (1 − n·u) for float32 (u = 2⁻²⁴): the relative error bound of a sum of n products."""
+    return n * 2.0 ** -24 / (1 - n * 2.0 ** -24)
+
+
+class RoundingBound:
+    """First-order bounds on the float32 rounding error of a ReLU network's logits, and of the gradients
+    of a probe loss Σ probe · logits, that hold for every summation order. A sum of n products carries
+    at most γ(n) times the sum of the products' magnitudes (Higham, Accuracy and Stability of Numerical
+    Algorithms, §3.1). An error made in one layer reaches the logits multiplied by at most the later
+    layers' |W| (ReLU is 1-Lipschitz), so the logits are off by at most Σγ · A, A the network run on |x|
+    with |W| and |b|, Σγ over each layer's accumulation length (inputs × kernel + 1). A gradient is off by
+    at most Σγ' times the gradient of Σ |probe| · A with respect to |W| and |b|, Σγ' adding the backward
+    sums (outputs × kernel per input gradient, the largest batch × positions per parameter gradient).
+    Two orders differ by at most twice the bound. It holds where rounding flips no ReLU: `decided` says,
+    per example, whether every pre-activation is farther from zero than its own bound."""
+
+    def __init__(self, model, x):
+        import copy
+
+        self.absolute, exact = copy.deepcopy(model).double(), copy.deepcopy(model).double()  # float32 → float64 is exact
+        with torch.no_grad():
+            for parameter in self.absolute.parameters():
+                parameter.abs_()
+        outputs = {}
+        for key, net in (("absolute", self.absolute), ("exact", exact)):
+            outputs[key] = []
+            for layer in weighted_layers(net):
+                layer.register_forward_hook(lambda module, inputs, output, key=key: outputs[key].append(output))
+        self.magnitudes = self.absolute(x.double().abs())
+        with torch.no_grad():
+            exact(x.double())
+        layers = weighted_layers(model)
+        kernels = [layer.weight.shape[2] if layer.weight.dim() == 3 else 1 for layer in layers]
+        forward = [gamma(layer.weight.shape[1] * kernel + 1) for layer, kernel in zip(layers, kernels)]
+        backward = [gamma(layer.weight.shape[0] * kernel) for layer, kernel in zip(layers[1:], kernels[1:])]
+        positions = [output[0].numel() // output.shape[1] for output in outputs["exact"]]
+        self.logits = (sum(forward) * self.magnitudes).float()
+        self.total = sum(forward) + sum(backward) + max(gamma(len(x) * count) for count in positions)
+        self.decided = torch.stack([(z.abs() > sum(forward[:k + 1]) * a).flatten(1).all(dim=1) for k, (z, a)
+                                    in enumerate(zip(outputs["exact"][:-1], outputs["absolute"][:-1]))]).all(dim=0)
+
+    def gradients(self, probe) -> dict:
+        """Per parameter, the bound on the error of the probe loss's gradient."""
+        self.absolute.zero_grad()
+        (self.magnitudes * probe.double().abs()).sum().backward(retain_graph=True)
+        return {name: (self.total * p.grad).float() for name, p in self.absolute.named_parameters()}
+
+
+def weighted_layers(model) -> list:
+    return [module for module in model.modules() if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear))]
 
 
 def test_models_vmap_cannot_batch_fall_back_to_the_sequential_loop(tmp_path, monkeypatch):
