@@ -87,7 +87,10 @@ def _load_mnist1d(data_cfg):
     from importlib import metadata
 
     shuffle_seq = bool(data_cfg.shuffle_seq)
-    args_key = {"seed": data_cfg.seed, "mnist1d": metadata.version("mnist1d")}  # no import: it pulls in matplotlib
+    # numpy's SIMD kernels change the generated float64 values in the last bit (runtime.numerics), so data
+    # generated under other kernels are another cache entry, never mixed in
+    args_key = {"seed": data_cfg.seed, "mnist1d": metadata.version("mnist1d"),  # no import: it pulls in matplotlib
+                "numpy_kernels": numpy_kernels()}
     if shuffle_seq:  # only when set, so the unshuffled data keep their cache name
         args_key["shuffle_seq"] = True
     digest = hashlib.sha256(json.dumps(args_key, sort_keys=True).encode()).hexdigest()[:12]
@@ -117,6 +120,16 @@ def _load_mnist1d(data_cfg):
         "cache": str(path),
     }
     return arrays, description
+
+
+def numpy_kernels() -> list[str]:
+    """The SIMD targets numpy dispatches to in this process (those NPY_DISABLE_CPU_FEATURES left on)."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy < 2
+        from numpy.core import _multiarray_umath as umath
+    features = getattr(umath, "__cpu_features__", {})
+    return sorted(name for name in getattr(umath, "__cpu_dispatch__", []) if features.get(name))
 
 
 def _save_atomically(path: Path, arrays: dict) -> None:

@@ -257,7 +257,7 @@ HOSTILE_INPUTS = [
     (["train.steps=abc"], "train.steps=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     (["seeds=2.5"], "seeds=2.5: Value '2.5' of type 'float' could not be converted to Integer"),
     (["train.stepz=5"], "unknown setting train.stepz; allowed under train: accum_steps, batch_size"),
-    (["++runtime.thread=2"], "unknown setting runtime.thread; allowed under runtime: progress, reuse_memory, threads"),
+    (["++runtime.thread=2"], "unknown setting runtime.thread; allowed under runtime: numerics, progress, reuse_memory, threads"),
 ]
 
 

@@ -1,6 +1,10 @@
 """Reduced precision keeps seeds apart and reported numbers exact: per-seed fp16 loss scaling follows
 torch.amp.GradScaler seed by seed, seeds trained together in fp16 equal each seed trained alone, and
 losses are reported in float32 whatever the training precision."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -74,6 +78,16 @@ def test_seed_grad_scaler_gives_each_seed_what_torch_grad_scaler_gives_it_alone(
 def test_fp16_seeds_trained_together_equal_each_seed_trained_alone(optimizer):
     # the issue's case (lr 3 makes seeds overflow at different steps), shortened: with one scale for all
     # seeds, an overflow in one seed skipped the step of every seed
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() != "ALL":
+        # the suite's portable numerics hold oneDNN at AVX2, whose fp16 products round a batched product
+        # unlike the solo one (so the CLI then trains fp16 seeds one by one); the per-seed loss scaling is
+        # checked where both use the same kernels, in a process with oneDNN unrestricted
+        finished = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   f"{__file__}::test_fp16_seeds_trained_together_equal_each_seed_trained_alone[{optimizer}]"],
+                                  env={**os.environ, "ONEDNN_MAX_CPU_ISA": "ALL"}, capture_output=True, text=True,
+                                  timeout=600)
+        assert finished.returncode == 0 and "1 passed" in finished.stdout, finished.stdout[-3000:]
+        return
     lr = {"sgd": 3, "adam": 0.3}[optimizer]
     cfg = compose(["train.precision=fp16", f"optimizer.name={optimizer}", f"optimizer.lr={lr}", "train.steps=40",
                    "logger=none"])
@@ -155,11 +169,14 @@ def test_seeds_batched_under_vmap_train_one_by_one_in_reduced_precision(tmp_path
 
     common = ["paper=mnist1d_cnn", "seeds=2", "train.steps=2", "logger=none", "train.precision=bf16"]
     assert run_in_process(common, tmp_path / "auto")["training_path"] == "sequential"
-    with pytest.raises(ConfigError, match="train.batched=true with train.precision=bf16 needs a model of linear layers"):
+    with pytest.raises(ConfigError, match="train.batched=true with train.precision=bf16 cannot keep each seed equal"):
         run_in_process([*common, "train.batched=true"], tmp_path / "true")
     mlp = run_in_process(["paper=mnist1d_mlp", "seeds=2", "train.steps=2", "logger=none", "train.precision=bf16"],
                          tmp_path / "mlp")
-    assert mlp["training_path"].startswith("batched")  # seed-stacked linear layers: bit for bit
+    # seed-stacked linear layers are bit for bit where batched and solo products use the same kernels; the
+    # portable numerics' AVX2 oneDNN does not, so there they train one by one too
+    restricted = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() != "ALL"
+    assert mlp["training_path"] == "sequential" if restricted else mlp["training_path"].startswith("batched")
 
 
 class _ConvolutionFormats(TorchDispatchMode):
