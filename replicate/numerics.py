@@ -84,9 +84,11 @@ def apply_numerics(mode: str) -> list[str]:
     and is recorded as applied). Returns what could not take effect: a library already loaded."""
     if mode != "portable":
         return []
-    for name, value in portable_settings().items():
-        if value:
-            os.environ.setdefault(name, value)
+    newly_set = [name for name, value in portable_settings().items() if value and name not in os.environ]
+    for name in newly_set:
+        os.environ[name] = portable_settings()[name]
+    if not newly_set:  # the pins were in the environment already, before anything loaded in this process
+        return []
     return [f"{module} was imported before the numerics pins were set; they may not apply to it"
             for module in ("torch", "numpy") if module in sys.modules]
 
