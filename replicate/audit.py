@@ -117,8 +117,9 @@ def _override_value(value) -> str:
     return "null" if value is None else str(value)
 
 
-def make_readings(base_cfg, overrides: list[str], readings: dict[str, list[str]]) -> list[Reading]:
-    """Every combination of the readings, each composed and checked; the keys must exist in the config."""
+def make_readings(base_cfg, overrides: list[str], readings: dict[str, list[str]]) -> tuple[list[Reading], dict]:
+    """Every combination of the readings, each composed and checked (the keys must exist in the config),
+    and the readings per key that were used (the command line's, or the paper's `unstated:` block)."""
     from omegaconf import OmegaConf
 
     from replicate.config import check_config, compose
@@ -147,7 +148,7 @@ def make_readings(base_cfg, overrides: list[str], readings: dict[str, list[str]]
         except Exception as error:  # Hydra's composition errors: a value of the wrong type, an unknown group
             raise AuditError(f"reading {', '.join(reading_overrides)}: {str(error).splitlines()[0]}") from None
         result.append(Reading(settings, reading_overrides, cfg))
-    return result
+    return result, readings
 
 
 def update_identity(cfg, reference: dict, n_train: int) -> str:
@@ -177,16 +178,6 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def readings_by_key(readings: list[Reading]) -> dict[str, list[str]]:
-    """{key: values in the order listed}, from the combinations."""
-    values: dict[str, list[str]] = {}
-    for reading in readings:
-        for key, value in reading.settings.items():
-            if value not in values.setdefault(key, []):
-                values[key].append(value)
-    return values
-
-
 def equivalence_classes(readings: list[Reading]) -> list[list[int]]:
     """Indices of readings grouped by proven-equal updates, in order of first appearance."""
     classes: dict[str, list[int]] = {}
@@ -206,15 +197,6 @@ def merge_identical(classes: list[list[int]], readings: list[Reading]) -> list[l
     for members in classes:
         merged.setdefault(results_signature(readings[members[0]].report), []).extend(members)
     return list(merged.values())
-
-
-def _printed_decimals(claim: dict) -> int | None:
-    """Decimals an exact claim was printed with: stated, or read off the value (0.041297 → 6)."""
-    if claim["statistic"] != "exact":
-        return None
-    from replicate.verdict import printed_decimals
-
-    return claim.get("decimals") if claim.get("decimals") is not None else printed_decimals(claim["claimed"])
 
 
 STATUS_ORDER = {"consistent": 0, "inconclusive": 1, "excluded": 2}
@@ -248,7 +230,7 @@ def summarize(readings: list[Reading], classes: list[list[int]]) -> dict:
                 "class": [readings[other].settings for other in members], "trained_as": readings[members[0]].settings,
                 "run_dir": report.get("run_dir"), "distance": distance,
                 "claims": [{"name": claim["name"], "claimed": claim["claimed"], "unit": claim["unit"],
-                            "statistic": claim["statistic"], "decimals": _printed_decimals(claim),
+                            "statistic": claim["statistic"], "decimals": claim["verdict"]["details"].get("decimals"),
                             "measured": claim["measured"], "verdict": claim["verdict"]}
                            for claim in report["claims"]]})
     consistent = [members for members in ordered if assessed[tuple(members)][0] == "consistent"]
@@ -282,13 +264,13 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
         base = compose(overrides)
     except Exception as error:
         raise AuditError(str(error).splitlines()[0]) from None
-    readings = make_readings(base, overrides, reading_values)
+    readings, reading_values = make_readings(base, overrides, reading_values)
     paper = base.paper.id
     audit_dir = Path(audit_dir or Path("outputs") / paper / f"audit-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     import torch
 
     data = load_dataset(base.data, dtype={"float32": torch.float32, "float64": torch.float64}[base.train.dtype], device="cpu")
-    reference = {key.split(".", 1)[1]: values[0] for key, values in readings_by_key(readings).items()
+    reference = {key.split(".", 1)[1]: values[0] for key, values in reading_values.items()
                  if key.startswith("conventions.")}
     for reading in readings:
         reading.identity = update_identity(reading.cfg, reference, len(data.y_train))
