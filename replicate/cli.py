@@ -302,6 +302,14 @@ def seeds_together(cfg, data, dtype, n_seeds: int) -> bool:
     restricted = data.x_train.device.type == "cpu" and os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() != "ALL"
     exact = cfg.train.precision == "fp32" or (batching_method(cfg.model) == "seed-stacked linear layers"
                                               and not restricted)
+    # vmap merges the seed axis into a grouped convolution's channels by a copy in NCHW order, undoing
+    # train.channels_last (tests/test_precision.py): such seeds keep NHWC by training one by one
+    vmapped_nhwc = cfg.train.channels_last and batching_method(cfg.model) == "torch.func.vmap over seeds"
+    if batched == "true" and vmapped_nhwc:
+        raise ConfigError(f"train.batched=true with train.channels_last=true: model {cfg.model.name!r} batches its "
+                          "seeds under torch.func.vmap, which runs the convolutions in NCHW order; use "
+                          "train.batched=auto (seeds one by one, in NHWC) or train.channels_last=false")
+    exact = exact and not vmapped_nhwc
     if batched == "true" and not exact:
         reason = (f"oneDNN is limited to {os.environ.get('ONEDNN_MAX_CPU_ISA')} (runtime.numerics=portable), whose "
                   "reduced-precision products differ batched and alone" if restricted else
