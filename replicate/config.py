@@ -457,6 +457,9 @@ def check_model_fits(cfg: Any, data: Any, n_seeds: int) -> None:
 
     from replicate.models import build_model
 
+    if not data.x_train.is_floating_point():  # ptb: word ids, for a model with an embedding, which none here has yet
+        raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
+                          "real-valued features); the PTB language model and its loop are not in the trainer yet")
     if cfg.model.output_size != data.num_classes:
         raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
                           f"{data.num_classes} classes; set model.output_size={data.num_classes}")

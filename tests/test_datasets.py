@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_command
+from conftest import run_command, run_in_process
 from dataset_files import PTB_TEXT, idx_bytes, python2_pickle, write_cifar10, write_cifar_batch, write_mnist, write_ptb
 from replicate.config import ConfigError, DataConfig
 from replicate.data import load_dataset
@@ -127,6 +127,8 @@ def test_cifar10_standardises_each_channel(tmp_path):
     assert torch.equal(data.x_test, expected)
     with pytest.raises(ConfigError, match="data.mean has 1 value"):
         load(tmp_path, "cifar10", mean=[0.5])
+    with pytest.raises(ConfigError, match="data.scaling=minmax applies to mnist1d"):
+        load(tmp_path, "cifar10", scaling="minmax")
 
 
 class RunsCode:
@@ -206,6 +208,13 @@ def test_batchify_gives_the_windows_of_the_readers_own_test():
     assert y.tolist() == [[[3, 2], [6, 1], [0, 3]], [[1, 0], [1, 1], [4, 1]]]
     with pytest.raises(ValueError, match="cannot make a window"):
         ptb.batchify(torch.arange(5), batch_size=3, num_steps=2)
+
+
+def test_ptb_ids_are_refused_by_a_model_of_real_valued_features(tmp_path):
+    write_ptb(tmp_path)
+    with pytest.raises(ConfigError, match="dataset ptb holds word ids, which model logistic cannot take"):
+        run_in_process(["paper=mnist1d_logistic", "data.name=ptb", f"data.root={tmp_path}", "model.output_size=11",
+                        "train.batch_size=4", "train.steps=1", "seeds=1", "logger=none"], tmp_path / "run")
 
 
 def test_ptb_damage_is_one_line(tmp_path):

@@ -40,6 +40,9 @@ def load_real_dataset(data_cfg, *, dtype, device, paper_id: str | None = None):
     from replicate.data import Dataset, cache_dir
     from replicate.datasets import cifar10, mnist, ptb
 
+    if data_cfg.scaling != "none":
+        raise ConfigError(f"data.scaling={data_cfg.scaling} applies to mnist1d and the scikit-learn data; scale "
+                          f"{data_cfg.name} with data.pixel_divisor, data.mean and data.std (docs/datasets.md)")
     modules = {"mnist": mnist, "cifar10": cifar10, "ptb": ptb}
     module = modules[data_cfg.name]
     root = cache_dir(data_cfg.root).resolve()
