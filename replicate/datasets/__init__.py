@@ -33,8 +33,9 @@ def dataset_error(problem: str, *, paper_id: str | None, root: Path) -> DatasetE
 
 
 def load_real_dataset(data_cfg, *, dtype, device, paper_id: str | None = None):
-    """Read data.name's files under data.root (else the cache directory), download them first when
-    data.download=true and they are absent, and return a Dataset with tensors on `device`."""
+    """Read data.name's files under data.root (else the cache directory) and return a Dataset with tensors
+    on `device`. Files that are absent or damaged are an error, or with data.download=true are fetched
+    (verified against their published md5 sums) and read again."""
     import torch
 
     from replicate.data import Dataset, cache_dir
@@ -72,7 +73,8 @@ def load_real_dataset(data_cfg, *, dtype, device, paper_id: str | None = None):
         if not 0 < data_cfg.holdout < len(y_train):
             raise ConfigError(f"data.holdout={data_cfg.holdout} must be between 1 and {len(y_train) - 1} "
                               f"(the training file has {len(y_train)} examples), or 0 for no validation split")
-        # the last `holdout` training examples, in file order (DeepLearningTutorials' mnist.pkl.gz: 50 000 + 10 000)
+        # the last `holdout` training examples, in file order: the Theano tutorials' 50 000 + 10 000 split of
+        # MNIST as MILA describes it (docs/datasets.md says how far that is checked)
         split = len(y_train) - data_cfg.holdout
         x_train, x_valid, y_train, y_valid = x_train[:split], x_train[split:], y_train[:split], y_train[split:]
         description["holdout"] = f"the last {data_cfg.holdout} examples of the training files, in file order"
