@@ -217,6 +217,16 @@ def test_ptb_ids_are_refused_by_a_model_of_real_valued_features(tmp_path):
                         "train.batch_size=4", "train.steps=1", "seeds=1", "logger=none"], tmp_path / "run")
 
 
+def test_zarembas_layout_spreads_the_leftover_ids_between_the_rows():
+    # 16 ids in 3 rows of 5: data.lua's `replicate` starts rows at round(0), round(16/3) = 5, round(32/3) = 11;
+    # the TensorFlow reader at 0, 5, 10 and drops the last id
+    ids = torch.arange(16)
+    x, y = ptb.batchify(ids, batch_size=3, num_steps=2, layout="zaremba")
+    assert x[:, 2].tolist() == [[11, 12], [13, 14]] and y[:, 2].tolist() == [[12, 13], [14, 15]]
+    assert x[:, :2].tolist() == ptb.batchify(ids, batch_size=3, num_steps=2)[0][:, :2].tolist()
+    assert ptb.batchify(ids, batch_size=3, num_steps=2)[0][:, 2].tolist() == [[10, 11], [12, 13]]
+
+
 def test_ptb_damage_is_one_line(tmp_path):
     write_ptb(tmp_path)
     (tmp_path / "ptb.valid.txt").write_bytes(b"\xff\xfe not utf-8")

