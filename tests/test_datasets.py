@@ -321,3 +321,17 @@ def test_data_download_changes_no_result_and_is_no_deviation():
     base, fetching = compose(["paper=mnist1d_logistic"]), compose(["paper=mnist1d_logistic", "data.download=true"])
     assert fingerprint(base, execution) == fingerprint(fetching, execution)
     assert overridden_setup(["data.download=true"]) == [] and overridden_setup(["data.holdout=5"]) != []
+
+
+def test_an_archive_member_that_is_a_link_is_not_extracted(tmp_path):
+    archive = tmp_path / "hostile.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        link = tarfile.TarInfo("folder/data")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    root = tmp_path / "root"
+    root.mkdir()
+    item = Download(urls=[archive.as_uri()], md5=md5(archive), path="hostile.tar.gz", extract=["folder/data"])
+    with pytest.raises(DatasetError, match="lacks folder/data"):
+        download([item], root)
+    assert sorted(path.name for path in root.iterdir()) == ["hostile.tar.gz"]  # no link, no staging folder
