@@ -6,7 +6,7 @@ projection, then elementwise ops. SeedGRU is that computation with a seed axis i
 batched products that compute, seed by seed, the products aten::mm and aten::addmm compute (bmm runs
 one addmm per seed, as for SeedLinear); its elementwise ops compute the same values: additions and
 products round the same in any memory layout, and the sigmoid, the one op whose vectorized kernel rounds
-differently from its scalar loop, runs on rows short enough that ATen's loop takes its scalar path, as in aten. The backward is
+differently from its scalar loop, runs on the same rows of `hidden` numbers as in aten. The backward is
 written out (_SeedGRUSequence) with the operations autograd runs for aten's cell, adding each gradient's
 contributions in the order autograd adds them. Checked: outputs, gradients and whole training runs equal
 nn.GRU's bit for bit, float32 and float64, AVX-512 and AVX2 kernels (tests/test_batched.py). On a
@@ -20,21 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-# ATen's CPU elementwise loops run a contiguous row in pairs of SIMD vectors and its remainder with the scalar
-# op (aten/src/ATen/native/cpu/Loops.h, vectorized_loop), so a row shorter than two vectors runs all scalar.
-# Two vectors, in bytes, per kernel family: 2 × 32 for DEFAULT and AVX2, 2 × 64 for AVX512
-# (aten/src/ATen/cpu/vec/vec_base.h, VECTOR_WIDTH); torch 2.13.0, commit cf30153c.
-SCALAR_ROW_BYTES = {"DEFAULT": 64, "AVX2": 64, "AVX512": 128}
-
-
-def gates_in_one_call(size: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether the reset and input gates (a row of 2·hidden numbers) can run their sigmoids, and its
-    backward, as one call: only where that row is still all scalar to ATen's loops, as each gate's own
-    row is in aten's GRU. 6-unit float32 rows (48 bytes) qualify; float64 rows (96 bytes) would put 8 of
-    12 numbers through the vectorized sigmoid, which rounds differently, so they run gate by gate."""
-    span = SCALAR_ROW_BYTES.get(torch.backends.cpu.get_cpu_capability()) if device.type == "cpu" else None
-    return span is not None and 2 * size * dtype.itemsize < span
 
 
 def seed_gru_covers(layer: nn.GRU) -> bool:
@@ -64,29 +49,25 @@ class _SeedGRUSequence(torch.autograd.Function):
             [inputs, inputs.view(n_seeds, steps, batch, features).flip(1).reshape(n_seeds, length, features)])
         # aten's input projection (mm, then + bias_ih), the reverse rows' steps already in the order taken
         input_gates = torch.bmm(ordered, weight_ih.transpose(1, 2)).view(rows, steps, batch, -1) + bias_ih[:, None, None, :]
-        # every step's values in one buffer per quantity, step-major (a step's slice is contiguous, as aten's
-        # per-step tensors are), written in place: no per-step allocation, lists or final stack
-        gates = inputs.new_empty(steps, rows, batch, 3 * size)  # hidden projection; reset and input gates in place
-        hiddens = inputs.new_zeros(steps + 1, rows, batch, size)  # the initial state, then each step's
-        new_gates, differences = inputs.new_empty(steps, rows, batch, size), inputs.new_empty(steps, rows, batch, size)
-        bias, weight = bias_hh.unsqueeze(1), weight_hh.transpose(1, 2)
-        input_both, input_new = input_gates[..., :2 * size], input_gates[..., 2 * size:]
-        # the rows the sigmoids run on: both gates at once where that row is still all scalar, else gate by gate
-        spans = [(0, 2 * size)] if gates_in_one_call(size, inputs.dtype, inputs.device) else [(0, size), (size, 2 * size)]
+        hidden = inputs.new_zeros(rows, batch, size)
+        hiddens, gates, new_gates, differences = [hidden], [], [], []
         for step in range(steps):
-            hidden_gates = torch.baddbmm(bias, hiddens[step], weight, out=gates[step])  # aten: addmm
-            # in place on rows with stride 3·hidden, as aten runs its chunks
-            for start, end in spans:
-                hidden_gates[..., start:end].add_(input_both[:, step, :, start:end]).sigmoid_()
-            both = hidden_gates[..., :2 * size]  # reset gate, input gate
-            new_gate = torch.add(input_new[:, step], hidden_gates[..., 2 * size:] * both[..., :size],
-                                 out=new_gates[step]).tanh_()
-            difference = torch.sub(hiddens[step], new_gate, out=differences[step])
-            torch.mul(difference, both[..., size:], out=hiddens[step + 1]).add_(new_gate)
+            step_gates = input_gates[:, step]
+            hidden_gates = torch.baddbmm(bias_hh.unsqueeze(1), hidden, weight_hh.transpose(1, 2))  # aten: addmm
+            # in place on a chunk with stride 3·hidden, as aten: the sigmoid runs on rows of `hidden` numbers
+            reset_gate = hidden_gates[..., :size].add_(step_gates[..., :size]).sigmoid_()
+            input_gate = hidden_gates[..., size:2 * size].add_(step_gates[..., size:2 * size]).sigmoid_()
+            new_gate = step_gates[..., 2 * size:].add(hidden_gates[..., 2 * size:] * reset_gate).tanh_()
+            difference = hidden - new_gate
+            hidden = (difference * input_gate).add_(new_gate)
+            hiddens.append(hidden)
+            gates.append(hidden_gates)  # reset gate, input gate, and the hidden projection's new-gate third
+            new_gates.append(new_gate)
+            differences.append(difference)
         ctx.save_for_backward(inputs, weight_hh)
-        ctx.buffers, ctx.spans = (hiddens, gates, new_gates, differences), spans
-        outputs = hiddens[1:].transpose(0, 1)  # (rows, steps, batch, hidden)
-        return outputs.contiguous() if directions == 1 else torch.cat([outputs[:n_seeds], outputs[n_seeds:].flip(1)], -1)
+        ctx.hiddens, ctx.gates, ctx.new_gates, ctx.differences = hiddens, gates, new_gates, differences
+        outputs = torch.stack(hiddens[1:], 1)
+        return outputs if directions == 1 else torch.cat([outputs[:n_seeds], outputs[n_seeds:].flip(1)], -1)
 
     @staticmethod
     def backward(ctx, grad_outputs):
@@ -97,32 +78,29 @@ class _SeedGRUSequence(torch.autograd.Function):
             grad_outputs = torch.cat([grad_outputs[..., :size], grad_outputs[..., size:].flip(1)])
         grad_hidden_gates = grad_outputs.new_empty(rows, steps, batch, 3 * size)
         grad_new_gates = grad_outputs.new_empty(rows, steps, batch, size)
-        grad_before_sigmoid = grad_outputs.new_empty(rows, batch, 2 * size)  # the reset and input gates', side by side
-        (hiddens, gates, new_gates, differences), spans = ctx.buffers, ctx.spans
         grad_weight = grad_bias = grad_from_next = None
         for step in reversed(range(steps)):
             grad = grad_outputs[:, step]
             if grad_from_next is not None:  # autograd's order: the output's gradient, then h − n's, then addmm's
                 grad = (grad + grad_from_next[0]) + grad_from_next[1]
-            hidden_gates = gates[step]
-            both = hidden_gates[..., :2 * size]  # reset gate, input gate
-            grad_difference = grad * both[..., size:]  # h' = (h − n)·z + n
-            torch.mul(grad, differences[step], out=grad_before_sigmoid[..., size:])
-            grad_new = torch.ops.aten.tanh_backward.grad_input(grad - grad_difference, new_gates[step],  # n's paths: + n, − n
+            hidden_gates, new_gate = ctx.gates[step], ctx.new_gates[step]
+            reset_gate, input_gate = hidden_gates[..., :size], hidden_gates[..., size:2 * size]
+            grad_difference = grad * input_gate  # h' = (h − n)·z + n
+            grad_input_gate = grad * ctx.differences[step]
+            grad_new = torch.ops.aten.tanh_backward.grad_input(grad - grad_difference, new_gate,  # n's paths: + n, − n
                                                                grad_input=grad_new_gates[:, step])
-            torch.mul(grad_new, hidden_gates[..., 2 * size:], out=grad_before_sigmoid[..., :size])
             grad_gates = grad_hidden_gates[:, step]
-            for start, end in spans:
-                torch.ops.aten.sigmoid_backward.grad_input(grad_before_sigmoid[..., start:end], both[..., start:end],
-                                                           grad_input=grad_gates[..., start:end])
-            torch.mul(grad_new, both[..., :size], out=grad_gates[..., 2 * size:])
+            torch.ops.aten.sigmoid_backward.grad_input(grad_new * hidden_gates[..., 2 * size:], reset_gate,
+                                                       grad_input=grad_gates[..., :size])
+            torch.ops.aten.sigmoid_backward.grad_input(grad_input_gate, input_gate, grad_input=grad_gates[..., size:2 * size])
+            torch.mul(grad_new, reset_gate, out=grad_gates[..., 2 * size:])
             # addmm's backward, as for SeedLinear: g W for the hidden state, gᵀh for the weight, Σ g for the bias
-            weight_part = torch.bmm(grad_gates.transpose(1, 2), hiddens[step])
+            weight_part = torch.bmm(grad_gates.transpose(1, 2), ctx.hiddens[step])
             bias_part = grad_gates.sum(1)
             grad_weight = weight_part if grad_weight is None else grad_weight + weight_part
             grad_bias = bias_part if grad_bias is None else grad_bias + bias_part
             grad_from_next = (grad_difference, torch.bmm(grad_gates, weight_hh))
-        del ctx.buffers
+        del ctx.hiddens, ctx.gates, ctx.new_gates, ctx.differences
         # the input gates' gradient: the hidden gates' for the reset and input gates, the new gate's own for the third
         grad_input_gates = grad_hidden_gates
         grad_input_gates[..., 2 * size:] = grad_new_gates
