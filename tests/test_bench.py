@@ -106,3 +106,18 @@ def test_the_roofline_breakdown_replays_the_products_that_carry_the_flops_torch_
     assert sum(product_flops(name, args) for name, _, args, _ in products) == counter.get_total_flops()
     name, op, args, kwargs = products[0]
     assert torch.equal(op(*args, **kwargs), torch.baddbmm(*args, **kwargs))
+
+
+def test_the_gru_step_shares_replay_the_kernels_its_seeds_must_keep():
+    # a 5-seed GRU step (40 time steps, both directions as 10 rows): per time step one hidden projection
+    # forward and two products backward, the input projection, its weight gradient per row (10 mm), and the
+    # linear layer's 3 products; two sigmoids per time step
+    import torch
+
+    from replicate.bench import interleaved
+    from replicate.bench_roofline import measure_step_shares
+
+    shares = measure_step_shares(torch, "mnist1d_gru", threads=1, repeats=1, interleaved=interleaved)
+    products, sigmoid = shares["groups"].values()
+    assert (products["calls"], sigmoid["calls"]) == (40 * 3 + 1 + 10 + 3, 40 * 2)
+    assert shares["step_s"] > 0 and all(group["alone_s"] > 0 for group in shares["groups"].values())
