@@ -49,6 +49,8 @@ def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_
     loop = result["metrics"]["loop_speedup"]
     assert loop["value"] == pytest.approx(loop["ours_samples_per_s"] / loop["textbook_samples_per_s"])
     assert result["metrics"]["roofline_fraction"]["flops_per_step"] > 0
+    breakdown = result["metrics"]["roofline_fraction"]["products_alone"]  # 3 products forward, 5 backward
+    assert breakdown["products"] == 8 and breakdown["product_flops_per_step"] == result["metrics"]["roofline_fraction"]["flops_per_step"]
     assert result["metrics"]["startup_overhead_s"]["first_step_s"] is not None  # the first-step hook fired
     assert machine["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")  # set before torch loaded
     gru = result["metrics"]["gru_seeds_speedup"]
@@ -83,3 +85,39 @@ def test_a_gpu_bench_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     completed = run_command(["replicate.bench", "device=cuda"], cwd=tmp_path, timeout=60)
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: device=cuda: no CUDA device") and completed.stderr.count("\n") == 1
+
+
+def test_the_roofline_breakdown_replays_the_products_that_carry_the_flops_torch_counts():
+    # the matrix products recorded from a batched forward and backward carry exactly the FLOPs that
+    # torch's own FlopCounterMode counts for it, and replaying them computes the same numbers again
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from replicate.bench_roofline import product_flops, record_products
+    from replicate.config import compose
+    from replicate.seeds import SeedStack
+
+    stack = SeedStack(compose(["paper=mnist1d_mlp"]).model, [0, 1, 2], dtype=torch.float32, device="cpu")
+    x = torch.randn(3, 100, 40)
+    products = record_products(torch, lambda: stack(x).square().sum().backward())
+    with FlopCounterMode(display=False) as counter:
+        stack(x).square().sum().backward()
+    assert [name for name, *_ in products] == ["baddbmm"] * 3 + ["bmm"] * 5  # no input gradient for the first layer
+    assert sum(product_flops(name, args) for name, _, args, _ in products) == counter.get_total_flops()
+    name, op, args, kwargs = products[0]
+    assert torch.equal(op(*args, **kwargs), torch.baddbmm(*args, **kwargs))
+
+
+def test_the_gru_step_shares_replay_the_kernels_its_seeds_must_keep():
+    # a 5-seed GRU step (40 time steps, both directions as 10 rows): per time step one hidden projection
+    # forward and two products backward, the input projection, its weight gradient per row (10 mm), and the
+    # linear layer's 3 products; two sigmoids per time step
+    import torch
+
+    from replicate.bench import interleaved
+    from replicate.bench_roofline import measure_step_shares
+
+    shares = measure_step_shares(torch, "mnist1d_gru", threads=1, repeats=1, interleaved=interleaved)
+    products, sigmoid = shares["groups"].values()
+    assert (products["calls"], sigmoid["calls"]) == (40 * 3 + 1 + 10 + 3, 40 * 2)
+    assert shares["step_s"] > 0 and all(group["alone_s"] > 0 for group in shares["groups"].values())
