@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Option:
     choices: tuple = ()
     kind: str = "text"
     minimum: float | None = None
+    shown: str = ""  # the allowed values in words where the kind alone says too little: "cpu|cuda|cuda:<index>"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,6 +48,8 @@ class Option:
 
     def allowed(self) -> str:
         """The allowed values in words, as the help and the errors show them."""
+        if self.shown:
+            return self.shown
         if self.kind == "choice":
             return "|".join(map(str, self.choices))
         if self.kind == "bool":
@@ -123,7 +127,7 @@ class Command:
         grouped = self.sections or (("options", tuple(option.name for option in self.options)),)
         by_name = {option.name: option for option in self.options}
         for heading, names in grouped:
-            lines.append(f"{heading}:")
+            lines.append(f"{heading[0].upper()}{heading[1:]}:")
             for name in names:
                 option = by_name[name]
                 default = "" if option.default is None else f" (default: {_shown(option.default)})"
@@ -131,8 +135,8 @@ class Command:
                 lines += [f"  {' ' * width}{line}" for line in textwrap.wrap(option.help, 96 - width)]
             lines.append("")
         if self.overrides:
-            lines += ["other keys:", *(f"  {line}" for line in textwrap.wrap(self.overrides, 98)), ""]
-        lines += ["examples:", *(f"  {example}" for example in self.examples)]
+            lines += ["Other keys:", *(f"  {line}" for line in textwrap.wrap(self.overrides, 98)), ""]
+        lines += ["Examples:", *(f"  {example}" for example in self.examples)]
         return "\n".join(lines)
 
     def parse(self, argv: list[str]) -> Arguments:
@@ -156,8 +160,10 @@ class Command:
         parser = OverridesParser.create()
         for argument in argv:
             key, separator, text = argument.partition("=")
-            # a run directory may itself hold "=" (Hydra's override dirnames): an existing path is a path
-            if not separator or (self.positionals and os.path.exists(argument)):
+            # a run directory may itself hold "=" (Hydra's override dirnames): an existing path, or a glob
+            # whose part before "=" is no option name, is a path
+            path_like = os.path.exists(argument) or not re.fullmatch(r"[A-Za-z_+~][\w.]*", key)
+            if not separator or (self.positionals and path_like):
                 if argument.startswith("-"):
                     raise UsageError(f"unknown flag {argument}; options are key=value")
                 if not self.positionals:

@@ -50,7 +50,8 @@ COMMAND = Command(
         Option("from", f"convention the numbers are stated in: a preset ({_PRESETS}); required unless paper= "
                        f"(frameworks whose optimizers differ: {_FRAMEWORKS})"),
         Option("to", f"convention to restate them in: a preset, as for from=; required"),
-        Option("paper", "a catalog id: convert that entry's whole native set (it sets from, optimizer and batch_size)"),
+        Option("paper", "convert that catalog entry's whole native set (it sets from, optimizer and batch_size)",
+               shown="<catalog id>"),
         Option("optimizer", "the optimizer the numbers are for; required unless paper=",
                choices=tuple(conventions.OPTIMIZER_HPARAMS)),
         Option("batch_size", "examples per optimizer step, over all ranks and accumulation steps; required unless paper=",
