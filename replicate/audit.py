@@ -64,22 +64,45 @@ COMMAND = Command(
                                      "directory reuses finished readings")),
     examples=("python -m replicate.audit paper=sklearn_iris_invscaling_momentum",
               "python -m replicate.audit paper=mnist1d_mlp seeds=3 train.steps=500 logger=none "
-              "readings.conventions.loss_reduction=mean,sum"),
+              "readings.conventions.loss_reduction=mean,sum",
+              "python -m replicate.audit --config-dir my_papers paper=my_paper readings.optimizer.nesterov=false,true"),
     overrides="readings.<key>=<a>,<b>[,...]: the values a setting may have had (any config key, e.g. "
               "conventions.loss_reduction, conventions.momentum_form, optimizer.nesterov); several keys give every "
               "combination; without any, the paper's own `paper.unstated` block is used. <key>=<value>: any "
               "setting of `python -m replicate` (seeds=3, train.steps=500, logger=none, runtime.numerics=native, ...), "
-              "the same for every reading.",
+              "the same for every reading. --config-dir <dir>: also look for paper/<id>.yaml there (your own "
+              "paper, docs/adding-a-paper.md).",
 )
+
+
+def split_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(directories of `--config-dir <dir>`, the other arguments): Hydra's option, as `python -m replicate` takes it."""
+    directories, rest, arguments = [], [], iter(argv)
+    for argument in arguments:
+        if argument in ("--config-dir", "-cd"):
+            directory = next(arguments, None)
+            if directory is None:
+                raise AuditError(f"{argument} needs a directory: {argument} my_papers")
+            directories.append(directory)
+        elif argument.startswith("--config-dir="):
+            directories.append(argument.split("=", 1)[1])
+        else:
+            rest.append(argument)
+    return directories, rest
 
 
 def parse_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], dict]:
     """(ordinary overrides, {reading key: [value strings]}, options) through Hydra's override grammar."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    directories, argv = split_config_dirs(argv)
     arguments = COMMAND.parse(argv)
-    options = {"format": arguments["format"], "dir": arguments["hydra.run.dir"]}
-    plain = [f"paper={arguments['paper']}"] if "paper" in arguments.given else []
+    options = {"format": arguments["format"], "dir": arguments["hydra.run.dir"], "config_dirs": directories,
+               "paper": arguments["paper"]}
+    # a --config-dir is one more place Hydra looks for paper/<id>.yaml, for every reading's composition
+    searched = ", ".join(f"'file://{Path(directory).resolve()}'" for directory in directories)
+    plain = [f"hydra.searchpath=[{searched}]"] if directories else []
+    plain += [f"paper={arguments['paper']}"] if "paper" in arguments.given else []
     readings = {}
     for argument in arguments.overrides:
         (override,) = OverridesParser.create().parse_overrides([argument])  # read once already by COMMAND.parse
@@ -358,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     except (AuditError, UsageError) as error:
         return fail(error)
     from replicate.checkpoint import Interrupted, describe_write_error
-    from replicate.cli import describe_interruption, install_stop_handlers, prepare_process
+    from replicate.cli import check_arguments, describe_interruption, install_stop_handlers, prepare_process
+
+    # the paper file as `python -m replicate` checks it: known id, valid YAML, its `# @package _global_` header
+    check_arguments([*(f"--config-dir={directory}" for directory in options["config_dirs"]), f"paper={options['paper']}"])
 
     install_stop_handlers()  # a stop signal saves the reading in training; rerunning the audit resumes it
     prepare_process(argv)  # runtime.numerics=... given here applies to every reading
