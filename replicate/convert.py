@@ -48,8 +48,8 @@ COMMAND = Command(
     "a small model both ways in float64 and compares the parameters.",
     options=(
         Option("from", f"convention the numbers are stated in: a preset ({_PRESETS}); required unless paper= "
-                       f"(frameworks whose optimizers differ: {_FRAMEWORKS})"),
-        Option("to", f"convention to restate them in: a preset, as for from=; required"),
+                       f"(frameworks whose optimizers differ: {_FRAMEWORKS})", shown="<preset>"),
+        Option("to", "convention to restate them in: a preset, as for from=; required", shown="<preset>"),
         Option("paper", "convert that catalog entry's whole native set (it sets from, optimizer and batch_size)",
                shown="<catalog id>"),
         Option("optimizer", "the optimizer the numbers are for; required unless paper=",
@@ -74,7 +74,7 @@ COMMAND = Command(
     ),
     examples=("python -m replicate.convert from=sum to=mean batch_size=32 optimizer=sgd lr=0.01 momentum=0.9 verify=true",
               "python -m replicate.convert from=tf1 to=mean optimizer=rmsprop batch_size=32 lr=0.001 eps=1e-10 momentum=0.9",
-              "python -m replicate.convert from=keras from_eps_placement=outside to=mean optimizer=rmsprop batch_size=32 lr=0.001 eps=1e-7",
+              "python -m replicate.convert from=keras from_eps_placement=inside_sqrt to=mean optimizer=rmsprop batch_size=32 lr=0.001 eps=1e-7",
               "python -m replicate.convert paper=sklearn_digits_momentum to=pytorch format=json"),
     sections=(("conventions", ("from", "to", "paper")), ("the setup", ("optimizer", "batch_size", "seq_len", "world_size",
                                                                        "accum_steps", "schedule")),
