@@ -167,7 +167,8 @@ class Command:
                 if argument.startswith("-"):
                     raise UsageError(f"unknown flag {argument}; options are key=value")
                 if not self.positionals:
-                    raise UsageError(f"options are key=value, got {argument!r}; e.g. {self.examples[0].split(' ', 3)[-1]}")
+                    example = next((line.split(" ", 3)[3] for line in self.examples if line.count(" ") >= 3), "key=value")
+                    raise UsageError(f"options are key=value, got {argument!r}; e.g. {example}")
                 arguments.positionals.append(argument)
                 continue
             try:
@@ -191,6 +192,23 @@ class Command:
             arguments.options[key] = option.read(argument, value, text)
         arguments.given = set(given)
         return arguments
+
+
+def split_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the directories of `--config-dir <dir>` / `-cd <dir>` / `--config-dir=<dir>`, the other arguments):
+    Hydra's option for a directory of the user's own configs, taken as `python -m replicate` takes it."""
+    directories, rest, arguments = [], [], iter(argv)
+    for argument in arguments:
+        if argument in ("--config-dir", "-cd"):
+            directory = next(arguments, None)
+            if directory is None:
+                raise UsageError(f"{argument} needs a directory, e.g. {argument} my_papers")
+            directories.append(directory)
+        elif argument.startswith("--config-dir="):
+            directories.append(argument.split("=", 1)[1])
+        else:
+            rest.append(argument)
+    return directories, rest
 
 
 def _shown(value) -> str:

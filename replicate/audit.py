@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicate.arguments import Command, Option, UsageError, fail
+from replicate.arguments import Command, Option, UsageError, fail, split_config_dirs
 from replicate.config import ConfigError
 
 FORMATS = ("table", "json")
@@ -73,22 +73,6 @@ COMMAND = Command(
               "the same for every reading. --config-dir <dir>: also look for paper/<id>.yaml there (your own "
               "paper, docs/adding-a-paper.md).",
 )
-
-
-def split_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(directories of `--config-dir <dir>`, the other arguments): Hydra's option, as `python -m replicate` takes it."""
-    directories, rest, arguments = [], [], iter(argv)
-    for argument in arguments:
-        if argument in ("--config-dir", "-cd"):
-            directory = next(arguments, None)
-            if directory is None:
-                raise AuditError(f"{argument} needs a directory: {argument} my_papers")
-            directories.append(directory)
-        elif argument.startswith("--config-dir="):
-            directories.append(argument.split("=", 1)[1])
-        else:
-            rest.append(argument)
-    return directories, rest
 
 
 def parse_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], dict]:

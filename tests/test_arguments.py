@@ -97,3 +97,11 @@ def test_a_tool_without_positionals_refuses_a_bare_word():
                              examples=("python -m replicate.x format=table",))
     with pytest.raises(UsageError, match="options are key=value, got 'table'; e.g. format=table"):
         no_positionals.parse(["table"])
+
+
+def test_config_dirs_are_taken_as_hydra_takes_them():
+    from replicate.arguments import split_config_dirs
+
+    assert split_config_dirs(["--config-dir", "a", "paper=x", "-cd", "b", "--config-dir=c"]) == (["a", "b", "c"], ["paper=x"])
+    with pytest.raises(UsageError, match="--config-dir needs a directory, e.g. --config-dir my_papers"):
+        split_config_dirs(["paper=x", "--config-dir"])
