@@ -61,7 +61,7 @@ COMMAND = Command(
                     shown="<catalog id>"),
              Option("format", "what to print (audit.json and audit.md are written either way)", "table", choices=FORMATS),
              Option("hydra.run.dir", "where to write (default outputs/<paper>/audit-<time>); rerunning the same "
-                                     "directory reuses finished readings")),
+                                     "directory reuses finished readings", shown="<dir>")),
     examples=("python -m replicate.audit paper=sklearn_iris_invscaling_momentum",
               "python -m replicate.audit paper=mnist1d_mlp seeds=3 train.steps=500 logger=none "
               "readings.conventions.loss_reduction=mean,sum",

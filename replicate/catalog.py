@@ -133,8 +133,8 @@ COMMAND = Command(
     "Keep a checkout's catalog records current: `update` writes each finished full-length run's measured "
     "result (or an audit's ranking) into papers/<id>.md, then rebuilds the README's catalog table; `readme` "
     "only rebuilds the table. Both edit files of a git checkout of replicate, not of an installed wheel.",
-    options=(Option("papers", "the directory of the records", str(ROOT / "papers")),
-             Option("readme", "the README whose table is rebuilt", str(ROOT / "README.md"))),
+    options=(Option("papers", "the directory of the records", str(ROOT / "papers"), shown="<dir>"),
+             Option("readme", "the README whose table is rebuilt", str(ROOT / "README.md"), shown="<file>")),
     examples=("python -m replicate.catalog update outputs/mnist1d_mlp/2026-11-25_19-00-00",
               "python -m replicate.catalog update outputs/sklearn_digits_momentum/audit-2026-11-30_10-00-00",
               "python -m replicate.catalog readme"),

@@ -40,7 +40,7 @@ COMMAND = Command(
     options=(Option("format", "what to print", "table", choices=FORMATS),
              Option("sort", "row order", "paper", choices=SORTS),
              Option("combine", "pool the seeds of runs with the same settings into one verdict per claim", False, kind="bool"),
-             Option("plot", "also draw the claims against the measured values into this .png, .pdf or .svg file")),
+             Option("plot", "also draw the claims against the measured values into this file", shown="<file>.png|.pdf|.svg")),
     examples=("python -m replicate.compare outputs/mnist1d_logistic/* multirun/ format=markdown sort=verdict plot=compare.png",
               "python -m replicate.compare multirun/2026-12-01_10-00-00 combine=true"),
     positionals="<run dir | report.json | glob | multirun dir> ...",

@@ -92,9 +92,9 @@ COMMAND = Command(
     "paper/convention with mean ± std bands, each claim's final value beside the claimed number, and the "
     "verdict table. Offline (WANDB_MODE=offline, or no credentials) it prints what it would create and the "
     "command that creates it later.",
-    options=(Option("wandb.project", "the wandb project the runs were logged to", "replicate"),
-             Option("wandb.entity", "your wandb user or team (needed to save)"),
-             Option("name", "the workspace's name (default: one derived from the papers)")),
+    options=(Option("wandb.project", "the wandb project the runs were logged to", "replicate", shown="<name>"),
+             Option("wandb.entity", "your wandb user or team (needed to save)", shown="<name>"),
+             Option("name", "the workspace's name (default: one derived from the papers)", shown="<name>")),
     examples=("python -m replicate.dashboard wandb.project=replicate wandb.entity=<you> mnist1d_mlp mnist1d_cnn",),
     positionals="[<paper id> ...]",
     positional_help="the catalog entries to show (default: all)",

@@ -45,7 +45,7 @@ COMMAND = Command(
              Option("seeds", "seeds per setting, trained together", DEFAULTS["seeds"], kind="int", minimum=1),
              Option("format", "what to print; study.json, study.md and study.png are written either way", "table",
                     choices=("table", "json")),
-             Option("dir", "output directory (default outputs/study/lr_vs_batch-<time>)")),
+             Option("dir", "output directory (default outputs/study/lr_vs_batch-<time>)", shown="<dir>")),
     examples=("python -m replicate.study lr_vs_batch", "python -m replicate.study lr_vs_batch batch_sizes=1,8,64 seeds=2",
               "python -m replicate.study lr_vs_batch format=json seeds=2 examples=4000 batch_sizes=1,16,256"),
     positionals=" | ".join(STUDIES),

@@ -21,12 +21,14 @@ def test_every_tool_says_what_it_does_its_options_and_an_example(tool, capsys):
     assert exit_.value.code == 0
     assert out.startswith(f"usage: python -m replicate.{tool}")
     assert len(module.COMMAND.summary) > 80 and module.COMMAND.summary[:60] in out.replace("\n", " ")
+    lines = out.splitlines()
     for option in module.COMMAND.options:
-        assert f"  {option.name} " in out, option.name
+        (line,) = [line for line in lines if line.startswith(f"  {option.name} ")]  # name, allowed values, default
+        assert option.allowed() in line and option.allowed() not in ("", "text"), line
         if option.choices:
-            assert "|".join(map(str, option.choices)) in out, option.name
-        if option.default is not None:
-            assert "(default: " in out
+            assert "|".join(map(str, option.choices)) in line, line
+        shown = str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+        assert (f"(default: {shown})" in line) == (option.default is not None), line
     examples = out.split("Examples:\n", 1)[1]
     assert f"python -m replicate.{tool}" in examples
 
