@@ -171,6 +171,11 @@ def convert_request(args: dict) -> dict:
                    "constant_batch": True, "hparams": {key: args[key] for key in HPARAMS if key in args}}
     target = _convention(args, "to", request["optimizer"])
     seq_len = _positive_int(args, "seq_len")
+    for side, convention in (("from", request["source"]), ("to", target)):  # what the conversion needs, asked for here
+        if convention.loss_reduction == "per_sequence_sum" and seq_len is None:
+            raise UsageError(f"{side}={convention.name} sums the loss over time steps: give seq_len=<tokens per sequence>")
+        if convention.lr_momentum_normalized and "momentum" not in request["hparams"]:
+            raise UsageError(f"{side}={convention.name} divides lr by 1 + 1/(1−μ): give momentum=<μ>")
     try:
         conversion = conventions.convert(
             request["hparams"], request["source"], target, optimizer=request["optimizer"], batch_size=request["batch_size"],

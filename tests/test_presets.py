@@ -82,3 +82,13 @@ def test_the_vocabulary_imports_nothing_of_the_package():
     imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     assert not [name for name in imported if name.startswith("replicate")], imported
+
+
+@pytest.mark.parametrize("args, message", [
+    (["from=per_sequence_sum", "to=mean", "optimizer=sgd", "lr=1"], "from=per_sequence_sum sums the loss over time "
+                                                                    "steps: give seq_len=<tokens per sequence>"),
+    (["from=mean", "to=airbench", "optimizer=sgd", "lr=1"], "to=airbench divides lr by 1 + 1/(1−μ): give momentum=<μ>"),
+])
+def test_what_a_convention_needs_is_asked_for_in_command_line_syntax(capsys, args, message):
+    code, out, err = run_convert(capsys, *args, "batch_size=32")
+    assert code == 2 and err == f"error: {message}\n"
