@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir in run_dirs:
             print(f"updated {update_record(run_dir, papers)}")
         update_readme(readme, papers)
-    except UsageError as error:
-        return fail(error)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError) as error:  # UsageError is a ValueError
         return fail(error)
     return 0
 

@@ -21,7 +21,7 @@ from replicate.arguments import Command, Option, UsageError, fail
 from replicate.config import ConfigError
 
 STUDIES = ("lr_vs_batch",)
-DEFAULTS = {"paper": "mnist1d_mlp", "batch_sizes": "1,4,16,64,256", "lrs": "1e-4:3e1:12", "examples": 8000, "seeds": 3,
+DEFAULTS = {"paper": "mnist1d_mlp", "batch_sizes": [1, 4, 16, 64, 256], "lrs": "1e-4:3e1:12", "examples": 8000, "seeds": 3,
             "format": "table", "dir": None}
 CONVENTIONS = ("mean", "sum")
 
@@ -58,8 +58,7 @@ def parse_arguments(argv: list[str]) -> tuple[str, dict]:
     if len(arguments.positionals) != 1 or arguments.positionals[0] not in STUDIES:
         raise StudyError(f"name a study first: {', '.join(STUDIES)}; e.g. {COMMAND.examples[1]}")
     options = dict(arguments.options)
-    batch_sizes = options["batch_sizes"]
-    options["batch_sizes"] = sorted(set(batch_sizes if isinstance(batch_sizes, list) else map(int, batch_sizes.split(","))))
+    options["batch_sizes"] = sorted(set(options["batch_sizes"]))
     try:
         low, high, points = str(options["lrs"]).split(":")
         options["lrs"] = log_grid(float(low), float(high), int(points))

@@ -27,7 +27,8 @@ def test_every_tool_says_what_it_does_its_options_and_an_example(tool, capsys):
         assert option.allowed() in line and option.allowed() not in ("", "text"), line
         if option.choices:
             assert "|".join(map(str, option.choices)) in line, line
-        shown = str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+        shown = (str(option.default).lower() if isinstance(option.default, bool) else
+                 ",".join(map(str, option.default)) if isinstance(option.default, list) else str(option.default))
         assert (f"(default: {shown})" in line) == (option.default is not None), line
     examples = out.split("Examples:\n", 1)[1]
     assert f"python -m replicate.{tool}" in examples
