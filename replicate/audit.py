@@ -21,27 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from replicate.arguments import Command, Option, UsageError, fail, split_config_dirs
 from replicate.config import ConfigError
 
-USAGE = ("usage: python -m replicate.audit paper=<id> [overrides ...] [readings.<config key>=<a>,<b>[,...] ...] "
-         "[format=table|json] [hydra.run.dir=<dir>]")
-HELP = f"""{USAGE}
-
-Replicate a paper under every reading of settings its source leaves unstated, judge every claim under
-each, and rank the readings.
-
-  paper=<id>                    catalog entry (conf/paper/<id>.yaml)
-  readings.<key>=<a>,<b>[,...]  the values a setting may have had (any config key, e.g.
-                                conventions.loss_reduction, conventions.momentum_form, optimizer.nesterov);
-                                without any, the paper's own `paper.unstated` block is used
-  <key>=<value>                 any override of `python -m replicate` (seeds=3, train.steps=500, logger=none, ...)
-  format=table|json             what to print (audit.json and audit.md are written either way)
-  hydra.run.dir=<dir>           where to write (default outputs/<paper>/audit-<time>); rerunning the same
-                                directory reuses finished readings
-
-Example:
-  python -m replicate.audit paper=mnist1d_mlp seeds=3 train.steps=500 logger=none readings.conventions.loss_reduction=mean,sum
-"""
 FORMATS = ("table", "json")
 # optimizer fields that the plan's applied settings restate; compared through those, not as written
 CONVERTED_OPTIMIZER_FIELDS = ("lr", "weight_decay", "momentum", "nesterov", "eps", "betas", "alpha", "rho", "centered",
@@ -69,26 +51,45 @@ class Reading:
         return ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.settings.items()).replace("/", "_")
 
 
+COMMAND = Command(
+    "replicate.audit",
+    "Replicate a paper under every reading of settings its source leaves unstated (is the loss summed or "
+    "averaged, which momentum, what the batch size counts), judge every claim under each, and rank the "
+    "readings: the one that alone reproduces every claim is recommended. Readings that convert into each "
+    "other exactly are one update, trained once. Writes audit.json and audit.md.",
+    options=(Option("paper", "the catalog entry to audit (python -m replicate --help lists the ids)", "mnist1d_mlp",
+                    shown="<catalog id>"),
+             Option("format", "what to print (audit.json and audit.md are written either way)", "table", choices=FORMATS),
+             Option("hydra.run.dir", "where to write (default outputs/<paper>/audit-<time>); rerunning the same "
+                                     "directory reuses finished readings", shown="<dir>")),
+    examples=("python -m replicate.audit paper=sklearn_iris_invscaling_momentum",
+              "python -m replicate.audit paper=mnist1d_mlp seeds=3 train.steps=500 logger=none "
+              "readings.conventions.loss_reduction=mean,sum",
+              "python -m replicate.audit --config-dir my_papers paper=my_paper readings.optimizer.nesterov=false,true"),
+    overrides="readings.<key>=<a>,<b>[,...]: the values a setting may have had (any config key, e.g. "
+              "conventions.loss_reduction, conventions.momentum_form, optimizer.nesterov); several keys give every "
+              "combination; without any, the paper's own `paper.unstated` block is used. <key>=<value>: any "
+              "setting of `python -m replicate` (seeds=3, train.steps=500, logger=none, runtime.numerics=native, ...), "
+              "the same for every reading. --config-dir <dir>: also look for paper/<id>.yaml there (your own "
+              "paper, docs/adding-a-paper.md).",
+)
+
+
 def parse_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], dict]:
     """(ordinary overrides, {reading key: [value strings]}, options) through Hydra's override grammar."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
-    options = {"format": "table", "dir": None}
-    plain, readings = [], {}
-    for argument in argv:
-        if argument.startswith("format="):
-            options["format"] = argument.split("=", 1)[1]
-            if options["format"] not in FORMATS:
-                raise AuditError(f"unknown format {options['format']!r}; allowed: {', '.join(FORMATS)}")
-            continue
-        if argument.startswith("hydra.run.dir="):
-            options["dir"] = argument.split("=", 1)[1]
-            continue
-        try:
-            (override,) = OverridesParser.create().parse_overrides([argument])
-        except HydraException as error:
-            raise AuditError(f"cannot read {argument!r}: {str(error).splitlines()[0]}") from None
+    directories, argv = split_config_dirs(argv)
+    arguments = COMMAND.parse(argv)
+    options = {"format": arguments["format"], "dir": arguments["hydra.run.dir"], "config_dirs": directories,
+               "paper": arguments["paper"]}
+    # a --config-dir is one more place Hydra looks for paper/<id>.yaml, for every reading's composition
+    searched = ", ".join(f"'file://{Path(directory).resolve()}'" for directory in directories)
+    plain = [f"hydra.searchpath=[{searched}]"] if directories else []
+    plain += [f"paper={arguments['paper']}"] if "paper" in arguments.given else []
+    readings = {}
+    for argument in arguments.overrides:
+        (override,) = OverridesParser.create().parse_overrides([argument])  # read once already by COMMAND.parse
         key = override.key_or_group
         if key.startswith("readings."):
             name = key[len("readings."):]
@@ -359,16 +360,19 @@ def write_audit(audit: dict, audit_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(argument in ("-h", "--help") for argument in argv):
-        print(HELP)
-        return 0
+    try:
+        overrides, reading_values, options = parse_arguments(argv)
+    except (AuditError, UsageError) as error:
+        return fail(error)
     from replicate.checkpoint import Interrupted, describe_write_error
-    from replicate.cli import describe_interruption, install_stop_handlers, prepare_process
+    from replicate.cli import check_arguments, describe_interruption, install_stop_handlers, prepare_process
+
+    # the paper file as `python -m replicate` checks it: known id, valid YAML, its `# @package _global_` header
+    check_arguments([*(f"--config-dir={directory}" for directory in options["config_dirs"]), f"paper={options['paper']}"])
 
     install_stop_handlers()  # a stop signal saves the reading in training; rerunning the audit resumes it
     prepare_process(argv)  # runtime.numerics=... given here applies to every reading
     try:
-        overrides, reading_values, options = parse_arguments(argv)
         audit, audit_dir = run_audit(overrides, reading_values, options["dir"],
                                      log=lambda line: print(line, file=sys.stderr))
         write_audit(audit, audit_dir)

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from replicate.arguments import Command, Option, UsageError, fail
 from replicate.verdict import (band_decision, band_geometry, judge, threshold_decision, tost_decision,
                                MIN_SEEDS_TO_AGREE, REPRODUCED, NOT_REPRODUCED)
 
@@ -23,7 +24,6 @@ OFFSETS = (0.0, 1.0, 2.0, 3.0)  # true offset of the claim, in σ
 MARGINS = (0.0, 1.0)  # the claim's tolerance δ, in σ
 PAPER_RUNS = 5  # n of the mean_of_n / median_of_n / best_of_n claims
 RULES = ("single_run", "mean_of_n", "mean_of_n (n not stated)", "median_of_n", "best_of_n", "threshold", "exact")
-USAGE = "python -m replicate.calibrate [draws=<int ≥ 100>] [seed=<int>] [format=markdown|json]"
 
 
 def simulate(rule: str, n: int, offset: float, margin: float, draws: int, rng: np.random.Generator) -> dict:
@@ -100,23 +100,24 @@ def render_markdown(rows: list) -> str:
     return "\n".join(lines)
 
 
+COMMAND = Command(
+    "replicate.calibrate",
+    "Simulate the verdict rules' operating characteristics: for each rule, number of seeds, true offset of the "
+    "claim and margin (in units of the seed standard deviation), the probability of each word (REPRODUCED, "
+    "INCONCLUSIVE, NOT_REPRODUCED). These are the tables of docs/verdicts.md.",
+    options=(Option("draws", "simulated replications per cell", 20_000, kind="int", minimum=100),
+             Option("seed", "seed of the simulation", 0, kind="int", minimum=0),
+             Option("format", "what to print", "markdown", choices=("markdown", "json"))),
+    examples=("python -m replicate.calibrate", "python -m replicate.calibrate draws=2000 seed=1 format=json"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = {"draws": "20000", "seed": "0", "format": "markdown"}
-    for argument in sys.argv[1:] if argv is None else argv:
-        key, _, value = argument.partition("=")
-        if key not in options or not value:
-            print(f"error: unknown argument {argument!r}; usage: {USAGE}", file=sys.stderr)
-            return 2
-        options[key] = value
     try:
-        draws, seed = int(options["draws"]), int(options["seed"])
-    except ValueError:
-        print(f"error: draws and seed must be integers, got draws={options['draws']} seed={options['seed']}; "
-              f"usage: {USAGE}", file=sys.stderr)
-        return 2
-    if draws < 100 or options["format"] not in ("markdown", "json"):
-        print(f"error: draws must be ≥ 100 and format markdown or json; usage: {USAGE}", file=sys.stderr)
-        return 2
+        options = COMMAND.parse(sys.argv[1:] if argv is None else argv).options
+    except UsageError as error:
+        return fail(error)
+    draws, seed = options["draws"], options["seed"]
     rows = calibrate(draws=draws, seed=seed)
     if options["format"] == "json":
         print(json.dumps(rows, indent=1))

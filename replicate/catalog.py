@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from replicate.arguments import Command, Option, UsageError, fail
 from replicate.report import format_measured, write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,18 +128,50 @@ def update_readme(readme: Path = ROOT / "README.md", papers_dir: Path = ROOT / "
     write_atomically(readme, head + TABLE_START + "\n" + catalog_table(papers_dir) + "\n" + TABLE_END + rest.split(TABLE_END, 1)[1])
 
 
+COMMAND = Command(
+    "replicate.catalog",
+    "Keep a checkout's catalog records current: `update` writes each finished full-length run's measured "
+    "result (or an audit's ranking) into papers/<id>.md, then rebuilds the README's catalog table; `readme` "
+    "only rebuilds the table. Both edit files of a git checkout of replicate, not of an installed wheel.",
+    options=(Option("papers", "the directory of the records", str(ROOT / "papers"), shown="<dir>"),
+             Option("readme", "the README whose table is rebuilt", str(ROOT / "README.md"), shown="<file>")),
+    examples=("python -m replicate.catalog update outputs/mnist1d_mlp/2026-11-25_19-00-00",
+              "python -m replicate.catalog update outputs/sklearn_digits_momentum/audit-2026-11-30_10-00-00",
+              "python -m replicate.catalog readme"),
+    positionals="update <run or audit dir> ... | readme",
+    positional_help="update: record each run (a directory with report.json) or audit (with audit.json), then "
+                    "rebuild the table; readme: rebuild the table only",
+)
+
+
+def parse_arguments(argv: list[str]) -> tuple[str, list[Path], Path, Path]:
+    """(action, run dirs, papers dir, README path), with the checkout's files checked before anything is read."""
+    arguments = COMMAND.parse(argv)
+    action, *run_dirs = arguments.positionals or [""]
+    if action not in ("update", "readme"):
+        raise UsageError(f"name an action first: update <run or audit dir> ... | readme, got {action or 'none'}; "
+                         f"e.g. {COMMAND.examples[0]}")
+    if action == "readme" and run_dirs:
+        raise UsageError(f"readme takes no directories (got {' '.join(run_dirs)}); to record runs: update <dir> ...")
+    if action == "update" and not run_dirs:
+        raise UsageError("update needs the run or audit directories to record: update <dir> ...")
+    papers, readme = Path(arguments["papers"]), Path(arguments["readme"])
+    if not papers.is_dir() or not readme.is_file():
+        missing = papers if not papers.is_dir() else readme
+        raise UsageError(f"{missing} does not exist: replicate.catalog edits the records of a git checkout "
+                         "(git clone the replicate repository, pip install -e . there, run it from there), "
+                         "or give papers=<dir> readme=<README.md>")
+    return action, [Path(run_dir) for run_dir in run_dirs], papers, readme
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("update", "readme"):
-        print("error: usage: python -m replicate.catalog update <run or audit dir>... | readme", file=sys.stderr)
-        return 2
     try:
-        for run_dir in argv[1:] if argv[0] == "update" else []:
-            print(f"updated {update_record(Path(run_dir))}")
-        update_readme()
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        action, run_dirs, papers, readme = parse_arguments(sys.argv[1:] if argv is None else argv)
+        for run_dir in run_dirs:
+            print(f"updated {update_record(run_dir, papers)}")
+        update_readme(readme, papers)
+    except (OSError, ValueError, KeyError) as error:  # UsageError is a ValueError
+        return fail(error)
     return 0
 
 

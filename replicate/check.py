@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from replicate.arguments import Command, Option, UsageError, fail
+
 CLASSES = ("identical", "float_noise", "same_distribution", "different")
 ALPHA = 0.05  # the two-sample test's level
 LOCAL_KEYS = ("logger", "seeds", "seed", "hydra.", "runtime.", "resume", "wandb.", "paper")  # set by the check itself
@@ -194,27 +196,29 @@ def likely_cause(classification: str, differences: list[dict], reference: dict, 
     return "no recorded field differs: a code path the pins do not cover, or nondeterminism"
 
 
+COMMAND = Command(
+    "replicate.check",
+    "Rerun a recorded replication under its recorded numerics (a fresh `python -m replicate` with the recorded "
+    "overrides, seeds, thread count, runtime.numerics and pins) and say how the numbers compare, per seed and "
+    "overall: identical, float_noise, same_distribution or different, with the environment fields that "
+    "differ and the likely cause. Exit status 1 for different, 2 if the check cannot run.",
+    options=(Option("format", "what to print", "text", choices=("text", "json")),
+             Option("seeds", "rerun only the first n seeds (the output says SHORTENED)", kind="int", minimum=1),
+             Option("train.steps", "rerun n steps and compare with the recorded curve (run directories only)",
+                    kind="int", minimum=1)),
+    examples=("python -m replicate.check papers/mnist1d_mlp.md",
+              "python -m replicate.check outputs/mnist1d_mlp/2026-11-25_19-20-00 format=json",
+              "python -m replicate.check papers/mnist1d_cnn.md seeds=2"),
+    positionals="<papers/<id>.md | run dir | report.json>",
+    positional_help="the record to check: a catalog record, a run directory, or its report.json",
+)
+
+
 def parse_arguments(argv: list[str]) -> tuple[str, dict]:
-    options, sources = {"format": "text", "seeds": None, "train.steps": None}, []
-    for argument in argv:
-        key, equals, value = argument.partition("=")
-        if not equals:
-            sources.append(argument)
-        elif key in options:
-            options[key] = value
-        else:
-            raise CheckError(f"unknown option {key!r}; allowed: format=text|json, seeds=<n>, train.steps=<n>")
-    if len(sources) != 1:
-        raise CheckError("usage: python -m replicate.check <papers/<id>.md | run dir | report.json> "
-                         "[format=json] [seeds=<n>] [train.steps=<n>]")
-    if options["format"] not in ("text", "json"):
-        raise CheckError(f"unknown format {options['format']!r}; allowed: text, json")
-    for key in ("seeds", "train.steps"):
-        if options[key] is not None:
-            if not options[key].isdigit() or int(options[key]) < 1:
-                raise CheckError(f"{key} must be a positive integer, got {options[key]!r}")
-            options[key] = int(options[key])
-    return sources[0], options
+    arguments = COMMAND.parse(argv)
+    if len(arguments.positionals) != 1:
+        raise CheckError(f"name one record to check, got {len(arguments.positionals)}; usage: {COMMAND.usage()}")
+    return arguments.positionals[0], arguments.options
 
 
 def check(source: str, options: dict) -> dict:
@@ -271,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source, options = parse_arguments(sys.argv[1:] if argv is None else argv)
         result = check(source, options)
-    except CheckError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (CheckError, UsageError) as error:
+        return fail(error)
     print(json.dumps(result, indent=1) if options["format"] == "json" else format_text(result))
     return 1 if result["classification"] == "different" else 0
 

@@ -54,6 +54,9 @@ def check_arguments(argv: list[str]) -> None:
     """Mistakes Hydra would answer with a traceback or a long message, answered in one line first:
     an unknown paper id, a paper file that is not valid YAML (or states a key twice), an output directory
     that cannot be written, a misspelt setting (with or without a leading +)."""
+    import itertools
+    import re
+
     import yaml
 
     UniqueKeyLoader = _unique_key_loader()
@@ -77,6 +80,13 @@ def check_arguments(argv: list[str]) -> None:
         if content is not None and not isinstance(content, dict):
             fail(f"{existing[-1]} holds a YAML {type(content).__name__}, not a mapping of settings; "
                  "start from a file in conf/paper/")
+        # Hydra reads the header from the comment lines that open the file; without it Hydra nests the file
+        # under `paper.` and answers "Key 'paper' not in 'PaperConfig'"
+        header = itertools.takewhile(lambda line: line.startswith("#") or not line.strip(),
+                                     existing[-1].read_text().splitlines())
+        if content and not any(re.fullmatch(r"#\s*@package\s+_global_\s*", line) for line in header):
+            fail(f"{existing[-1]} lacks the header `# @package _global_`: add it as the first line, so that its paper:, "
+                 "model:, data:, optimizer:, conventions: and train: set the top-level keys (docs/adding-a-paper.md)")
     for argument in argv:
         if argument.startswith("hydra.run.dir="):
             check_writable(Path(argument.split("=", 1)[1]))

@@ -11,14 +11,12 @@ import glob
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
+from replicate.arguments import Command, Option, UsageError, fail
 from replicate.identity import is_neutral
 
-USAGE = ("usage: python -m replicate.compare <run dirs, report.json files or globs> "
-         "[format=table|markdown|json] [plot=<png>] [sort=paper|verdict|wall_time] [combine=false|true]")
 FORMATS = ("table", "markdown", "json")
 SORTS = ("paper", "verdict", "wall_time")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -34,32 +32,31 @@ def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+COMMAND = Command(
+    "replicate.compare",
+    "Show finished replications side by side, one row per run and claim, read back from their report.json "
+    "files (no training, no server); combine=true pools seeds that ran as separate jobs (seed=<k>) into one "
+    "verdict per claim.",
+    options=(Option("format", "what to print", "table", choices=FORMATS),
+             Option("sort", "row order", "paper", choices=SORTS),
+             Option("combine", "pool the seeds of runs with the same settings into one verdict per claim", False, kind="bool"),
+             Option("plot", "also draw the claims against the measured values into this file", shown="<file>.png|.pdf|.svg")),
+    examples=("python -m replicate.compare outputs/mnist1d_logistic/* multirun/ format=markdown sort=verdict plot=compare.png",
+              "python -m replicate.compare multirun/2026-12-01_10-00-00 combine=true"),
+    positionals="<run dir | report.json | glob | multirun dir> ...",
+    positional_help="the replications to show: a run directory, its report.json, a glob, or a tree of runs "
+                    "(every report.json under it)",
+)
+
+
 def parse_arguments(argv: list[str]) -> tuple[list[str], dict]:
-    """Split the command line into path patterns and key=value options (checked against the allowed values)."""
-    options = {"format": "table", "plot": None, "sort": "paper", "combine": False}
-    patterns = []
-    for argument in argv:
-        match = re.fullmatch(r"([A-Za-z_]\w*)=(.*)", argument)
-        if not match or os.path.exists(argument):  # a run dir may itself contain "=" (Hydra override dirnames)
-            patterns.append(argument)
-            continue
-        key, value = match.groups()
-        if key not in options:
-            raise CompareError(f"unknown option {key!r}; allowed: {', '.join(options)}")
-        if key == "format" and value not in FORMATS:
-            raise CompareError(f"unknown format {value!r}; allowed: {', '.join(FORMATS)}")
-        if key == "sort" and value not in SORTS:
-            raise CompareError(f"unknown sort {value!r}; allowed: {', '.join(SORTS)}")
-        if key == "plot" and Path(value).suffix.lower() not in PLOT_SUFFIXES:
-            raise CompareError(f"plot={value!r} must name a .png, .pdf or .svg file")
-        if key == "combine":
-            if value.lower() not in ("true", "false"):
-                raise CompareError(f"combine must be true or false, not {value!r}")
-            value = value.lower() == "true"
-        options[key] = value
-    if not patterns:
-        raise CompareError(f"no run directory given; {USAGE}")
-    return patterns, options
+    """Path patterns and the checked options."""
+    arguments = COMMAND.parse(argv)
+    if arguments.options["plot"] is not None and Path(arguments.options["plot"]).suffix.lower() not in PLOT_SUFFIXES:
+        raise CompareError(f"plot={arguments.options['plot']!r} must name a .png, .pdf or .svg file")
+    if not arguments.positionals:
+        raise CompareError(f"no run directory given; usage: {COMMAND.usage()}")
+    return arguments.positionals, arguments.options
 
 
 def find_reports(patterns: list[str]) -> list[Path]:
@@ -346,10 +343,6 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(argument in ("-h", "--help") for argument in argv):
-        print(USAGE)
-        return 0
-
     try:
         patterns, options = parse_arguments(argv)
         runs = load_reports(find_reports(patterns), warn=warn)
@@ -365,9 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                 plot_rows(rows, Path(options["plot"]))
             except OSError as error:
                 raise CompareError(f"cannot write plot {options['plot']}: {error.strerror or error}") from None
-    except CompareError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (CompareError, UsageError) as error:
+        return fail(error)
     return 0
 
 

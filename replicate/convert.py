@@ -3,7 +3,8 @@
     python -m replicate.convert from=sum to=mean batch_size=32 optimizer=sgd lr=0.01 momentum=0.9 verify=true
     python -m replicate.convert paper=sklearn_digits_momentum to=pytorch format=json
 
-Arguments are key=value (values parsed as YAML, as in Hydra overrides). Convention fields can be
+Arguments are key=value, read with Hydra's override grammar (replicate.arguments; --help lists them all). A
+framework name resolves per optimizer (from=tf1 optimizer=rmsprop is tf1_rmsprop). Convention fields can be
 overridden per side: `from_eps_placement=inside_sqrt`, `to_momentum_form=lr_inside`. Batch-size scaling
 (`new_batch_size=… scaling=linear|sqrt|none`) is a labelled heuristic applied after the conversion.
 """
@@ -15,13 +16,13 @@ import signal
 import sys
 from dataclasses import asdict, fields
 
-import yaml
-
 from replicate import conventions
+from replicate.arguments import Command, Option, UsageError
 
 CONVENTION_FIELDS = tuple(f.name for f in fields(conventions.Convention) if f.name != "name")
 HPARAMS = ("lr", "weight_decay", "momentum", "nesterov", "eps", "beta1", "beta2", "alpha", "rho", "centered",
            "lr_decay", "initial_accumulator_value", "grad_clip", "grad_clip_value")
+FLAGS = ("nesterov", "centered")
 OPTIONS = ("from", "to", "paper", "optimizer", "batch_size", "seq_len", "world_size", "accum_steps", "format",
            "verify", "steps", "schedule", "new_batch_size", "scaling")
 
@@ -30,49 +31,93 @@ OPTIONS = ("from", "to", "paper", "optimizer", "batch_size", "seq_len", "world_s
 PAPER_SETS = ("from", "optimizer", "batch_size")
 
 
-class UsageError(ValueError):
-    """A mistyped command: one line, what is wrong and what is allowed."""
+def _field_option(side: str, name: str) -> Option:
+    if name in conventions.FIELD_VALUES:
+        return Option(f"{side}_{name}", f"replace the {side} convention's {name}", choices=tuple(conventions.FIELD_VALUES[name]))
+    kind = "bool" if name == "lr_momentum_normalized" else "int"
+    return Option(f"{side}_{name}", f"replace the {side} convention's {name}", kind=kind, minimum=1 if kind == "int" else None)
+
+
+_PRESETS = ", ".join(conventions.PRESETS)
+_FRAMEWORKS = "; ".join(f"{name}: {conventions.optimizer_forms(name)}" for name in conventions.OPTIMIZER_FORMS)
+COMMAND = Command(
+    "replicate.convert",
+    "Restate a hyperparameter set in another convention (how the loss is reduced, where weight decay, momentum "
+    "and ε sit, what the learning rate is per), rule by rule, each rule marked exact or not with the reason. "
+    "A framework name resolves per optimizer: from=tf1 optimizer=rmsprop is tf1_rmsprop. verify=true trains "
+    "a small model both ways in float64 and compares the parameters.",
+    options=(
+        Option("from", f"convention the numbers are stated in: a preset ({_PRESETS}); required unless paper= "
+                       f"(frameworks whose optimizers differ: {_FRAMEWORKS})", shown="<preset>"),
+        Option("to", "convention to restate them in: a preset, as for from=; required", shown="<preset>"),
+        Option("paper", "convert that catalog entry's whole native set (it sets from, optimizer and batch_size)",
+               shown="<catalog id>"),
+        Option("optimizer", "the optimizer the numbers are for; required unless paper=",
+               choices=tuple(conventions.OPTIMIZER_HPARAMS)),
+        Option("batch_size", "examples per optimizer step, over all ranks and accumulation steps; required unless paper=",
+               kind="int", minimum=1),
+        Option("seq_len", "tokens per sequence, for losses summed over tokens", kind="int", minimum=1),
+        Option("world_size", "data-parallel ranks", 1, kind="int", minimum=1),
+        Option("accum_steps", "gradient accumulation steps per optimizer step", 1, kind="int", minimum=1),
+        Option("format", "what to print", "table", choices=("table", "json")),
+        Option("verify", "prove the conversion by training both sides in float64", False, kind="bool"),
+        Option("steps", "training steps of verify=true", 100, kind="int", minimum=1),
+        Option("schedule", "the learning-rate schedule: some rules are exact only at a constant lr "
+                           "(multistep: lr × 0.1 halfway through verify=true)", "constant", choices=("constant", "multistep")),
+        Option("new_batch_size", "then scale to this batch size (a labelled heuristic, after the conversion)",
+               kind="int", minimum=1),
+        Option("scaling", "rule of the batch-size heuristic (Goyal et al. 2017: linear; Krizhevsky 2014: sqrt)",
+               "linear", choices=("linear", "sqrt", "none")),
+        *(Option(key, f"the optimizer's {key}" + (", true or false" if key in FLAGS else ""),
+                 kind="bool" if key in FLAGS else "number") for key in HPARAMS),
+        *(_field_option(side, name) for side in ("from", "to") for name in CONVENTION_FIELDS),
+    ),
+    examples=("python -m replicate.convert from=sum to=mean batch_size=32 optimizer=sgd lr=0.01 momentum=0.9 verify=true",
+              "python -m replicate.convert from=tf1 to=mean optimizer=rmsprop batch_size=32 lr=0.001 eps=1e-10 momentum=0.9",
+              "python -m replicate.convert from=keras from_eps_placement=inside_sqrt to=mean optimizer=rmsprop batch_size=32 lr=0.001 eps=1e-7",
+              "python -m replicate.convert paper=sklearn_digits_momentum to=pytorch format=json"),
+    sections=(("conventions", ("from", "to", "paper")), ("the setup", ("optimizer", "batch_size", "seq_len", "world_size",
+                                                                       "accum_steps", "schedule")),
+              ("hyperparameters (those of the optimizer)", HPARAMS),
+              ("one field of a side's convention", tuple(f"{side}_{name}" for side in ("from", "to") for name in CONVENTION_FIELDS)),
+              ("output, proof and batch-size scaling", ("format", "verify", "steps", "new_batch_size", "scaling"))),
+)
 
 
 def parse_arguments(argv: list[str]) -> dict:
-    allowed = set(OPTIONS) | set(HPARAMS) | {f"{side}_{field}" for side in ("from", "to") for field in CONVENTION_FIELDS}
-    parsed = {}
-    for argument in argv:
-        key, separator, text = argument.partition("=")
-        if not separator:
-            raise UsageError(f"arguments are key=value, got {argument!r}; e.g. from=sum to=mean batch_size=32 optimizer=sgd lr=0.01")
-        if key not in allowed:
-            raise UsageError(f"unknown argument {key!r}; allowed: {', '.join(OPTIONS + HPARAMS)}, "
-                             f"and from_<field>/to_<field> for {', '.join(CONVENTION_FIELDS)}")
-        if key in parsed:
-            raise UsageError(f"{key}= is given twice ({key}={parsed[key]} and {argument}); give it once")
-        value = parse_value(text)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{argument}: {key} must be a finite number")
-        parsed[key] = value
-    return parsed
+    """The options written on the command line (absent ones stay absent: paper= and an hparam's presence matter)."""
+    arguments = COMMAND.parse(argv)
+    return {key: arguments[key] for key in COMMAND_ORDER if key in arguments.given}
 
 
-def parse_value(text: str):
-    """'5e-4' → 0.0005 (YAML alone would read a string), '32' → 32, 'true' → True, 'sum' → 'sum'."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text) if text else None
+COMMAND_ORDER = tuple(option.name for option in COMMAND.options)
 
 
-def _convention(args: dict, side: str, default=None):
+def _convention(args: dict, side: str, optimizer: str, default=None):
     name = args.get(side, default)
     if name is None:
-        raise UsageError(f"{side}=<convention> is required; presets: {', '.join(conventions.PRESETS)}")
+        raise UsageError(f"{side}=<convention> is required; presets: {_PRESETS}")
     if isinstance(name, conventions.Convention):
         base, name = name, None
     overrides = {field: args[f"{side}_{field}"] for field in CONVENTION_FIELDS if f"{side}_{field}" in args}
     if name is None:
         return conventions.Convention(**{**asdict(base), **overrides})
-    return conventions.get_convention(str(name), **overrides)
+    if name not in conventions.PRESETS:
+        raise UsageError(f"{side}={name}: unknown convention {name!r}; presets: {_PRESETS}")
+    return conventions.get_convention(str(name), optimizer, **overrides)
+
+
+def unstated_eps_message(error, args: dict, source, target) -> str:
+    """The library's 'which ε?' question in the command line's words: the side, its forms on record, the fix."""
+    side = "from" if error.convention is source else "to"
+    name = args.get(side) or error.convention.name
+    base = str(name).split("(")[0]
+    forms = [f"{optimizer} → {side}={form}" if isinstance(form, str) else f"{optimizer} → {side}={base} (its {optimizer} form)"
+             for optimizer, form in conventions.OPTIMIZER_FORMS.get(base, {}).items()]
+    on_record = f"forms on record: adam → {side}={base}" + "".join(f", {form}" for form in forms)
+    return (f"{side}={name} records Adam's ε form (eps_hat), and no {error.optimizer} form of {base} is on record "
+            f"({on_record}); say where {error.optimizer}'s ε sits: {side}_eps_placement=outside or "
+            f"{side}_eps_placement=inside_sqrt")
 
 
 def _positive_int(args: dict, key: str, default=None):
@@ -113,7 +158,7 @@ def convert_request(args: dict) -> dict:
                              f"{' '.join(f'{key}={args[key]}' for key in ignored)}, or drop paper= to convert your own set "
                              "(from_<field>=... overrides one field of the paper's convention)")
         request = request_from_paper(args)
-        request["source"] = _convention({**args, "from": request["source"]}, "from")
+        request["source"] = _convention({**args, "from": request["source"]}, "from", request["optimizer"])
         for key in HPARAMS:
             if key in args:
                 request["hparams"][key] = args[key]
@@ -121,15 +166,23 @@ def convert_request(args: dict) -> dict:
         for key in ("optimizer", "batch_size", "lr"):
             if key not in args:
                 raise UsageError(f"{key}=… is required (or paper=<id>); e.g. from=sum to=mean batch_size=32 optimizer=sgd lr=0.01")
-        request = {"source": _convention(args, "from"), "optimizer": args["optimizer"],
+        request = {"source": _convention(args, "from", args["optimizer"]), "optimizer": args["optimizer"],
                    "batch_size": _positive_int(args, "batch_size"), "constant_lr": args.get("schedule", "constant") == "constant",
                    "constant_batch": True, "hparams": {key: args[key] for key in HPARAMS if key in args}}
-    target = _convention(args, "to")
+    target = _convention(args, "to", request["optimizer"])
     seq_len = _positive_int(args, "seq_len")
-    conversion = conventions.convert(
-        request["hparams"], request["source"], target, optimizer=request["optimizer"], batch_size=request["batch_size"],
-        seq_len=seq_len, constant_batch=request["constant_batch"], constant_lr=request["constant_lr"],
-        world_size=_positive_int(args, "world_size", 1), accum_steps=_positive_int(args, "accum_steps", 1))
+    for side, convention in (("from", request["source"]), ("to", target)):  # what the conversion needs, asked for here
+        if convention.loss_reduction == "per_sequence_sum" and seq_len is None:
+            raise UsageError(f"{side}={convention.name} sums the loss over time steps: give seq_len=<tokens per sequence>")
+        if convention.lr_momentum_normalized and "momentum" not in request["hparams"]:
+            raise UsageError(f"{side}={convention.name} divides lr by 1 + 1/(1−μ): give momentum=<μ>")
+    try:
+        conversion = conventions.convert(
+            request["hparams"], request["source"], target, optimizer=request["optimizer"], batch_size=request["batch_size"],
+            seq_len=seq_len, constant_batch=request["constant_batch"], constant_lr=request["constant_lr"],
+            world_size=_positive_int(args, "world_size", 1), accum_steps=_positive_int(args, "accum_steps", 1))
+    except conventions.UnstatedEpsPlacement as error:
+        raise UsageError(unstated_eps_message(error, args, request["source"], target)) from None
     result = {"from": request["source"].name, "to": target.name, "optimizer": request["optimizer"],
               "batch_size": request["batch_size"], "source_hparams": request["hparams"], "hparams": conversion.hparams,
               "exact": conversion.exact, "rules": [asdict(rule) for rule in conversion.rules],
@@ -207,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_arguments(argv)
         output = args.get("format", "table")
-        if output not in ("table", "json"):
-            raise UsageError(f"unknown format {output!r}; allowed: table, json")
         result = convert_request(args)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

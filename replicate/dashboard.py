@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from replicate.arguments import Command, Option, UsageError, fail
 from replicate.cli import conf_dir
 
 PAPERS_DIR = conf_dir() / "paper"  # conf/ in a checkout, replicate/conf in an installed wheel
-USAGE = "python -m replicate.dashboard [wandb.project=<name>] [wandb.entity=<name>] [name=<workspace name>] [<paper id> ...]"
 # how the seeds of one group aggregate into the claim's statistic (docs/wandb.md)
 AGGREGATION = {"single_run": "mean", "mean_of_n": "mean", "threshold": "mean", "median_of_n": "median", "exact": "mean"}
 
@@ -86,18 +86,27 @@ def describe(workspace) -> str:
     return "\n".join(lines)
 
 
+COMMAND = Command(
+    "replicate.dashboard",
+    "Create the saved wandb workspace of the replications (docs/wandb.md): learning curves grouped by "
+    "paper/convention with mean ± std bands, each claim's final value beside the claimed number, and the "
+    "verdict table. Offline (WANDB_MODE=offline, or no credentials) it prints what it would create and the "
+    "command that creates it later.",
+    options=(Option("wandb.project", "the wandb project the runs were logged to", "replicate", shown="<name>"),
+             Option("wandb.entity", "your wandb user or team (needed to save)", shown="<name>"),
+             Option("name", "the workspace's name (default: one derived from the papers)", shown="<name>")),
+    examples=("python -m replicate.dashboard wandb.project=replicate wandb.entity=<you> mnist1d_mlp mnist1d_cnn",),
+    positionals="[<paper id> ...]",
+    positional_help="the catalog entries to show (default: all)",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = {"wandb.project": "replicate", "wandb.entity": None, "name": None}
-    papers = []
-    for argument in sys.argv[1:] if argv is None else argv:
-        key, equals, value = argument.partition("=")
-        if equals and key in options and value:
-            options[key] = value
-        elif not equals:
-            papers.append(argument)
-        else:
-            print(f"error: unknown argument {argument!r}; usage: {USAGE}", file=sys.stderr)
-            return 2
+    try:
+        arguments = COMMAND.parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        return fail(error)
+    options, papers = arguments.options, arguments.positionals
     papers = papers or sorted(path.stem for path in PAPERS_DIR.glob("*.yaml"))
     try:
         import wandb_workspaces  # noqa: F401
@@ -107,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace = build_workspace(options["wandb.project"], options["wandb.entity"], papers, options["name"])
     except ValueError as error:
-        print(f"error: {error}; usage: {USAGE}", file=sys.stderr)
-        return 2
+        return fail(f"{error}; usage: {COMMAND.usage()}")
     print(describe(workspace))
     offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or not (
         os.environ.get("WANDB_API_KEY") or Path.home().joinpath(".netrc").exists())

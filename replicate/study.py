@@ -17,30 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from replicate.arguments import Command, Option, UsageError, fail
 from replicate.config import ConfigError
 
 STUDIES = ("lr_vs_batch",)
-DEFAULTS = {"paper": "mnist1d_mlp", "batch_sizes": "1,4,16,64,256", "lrs": "1e-4:3e1:12", "examples": 8000, "seeds": 3,
+DEFAULTS = {"paper": "mnist1d_mlp", "batch_sizes": [1, 4, 16, 64, 256], "lrs": "1e-4:3e1:12", "examples": 8000, "seeds": 3,
             "format": "table", "dir": None}
-USAGE = ("usage: python -m replicate.study lr_vs_batch [paper=<id>] [batch_sizes=1,4,...] [lrs=<low>:<high>:<points>] "
-         "[examples=<n>] [seeds=<n>] [format=table|json] [dir=<output dir>]")
-HELP = f"""{USAGE}
-
-Train one model with plain SGD (no momentum, no weight decay) over a log grid of learning rates, for each
-batch size, with the minibatch loss summed and averaged, on the same number of examples, and report the
-best learning rate for each batch size and convention.
-
-  paper=<id>          the model, data and batch order to use (default mnist1d_mlp)
-  batch_sizes=...     comma-separated (default {DEFAULTS['batch_sizes']})
-  lrs=low:high:n      n log-spaced learning rates from low to high (default {DEFAULTS['lrs']})
-  examples=<n>        training examples each run sees: steps = examples / batch size (default {DEFAULTS['examples']})
-  seeds=<n>           seeds per setting, trained together (default {DEFAULTS['seeds']})
-  format=table|json   what to print; study.json, study.md and study.png are written either way
-  dir=<dir>           output directory (default outputs/study/lr_vs_batch-<time>)
-
-Example:
-  python -m replicate.study lr_vs_batch batch_sizes=1,8,64 seeds=2
-"""
 CONVENTIONS = ("mean", "sum")
 
 
@@ -48,28 +30,44 @@ class StudyError(Exception):
     """A mistake on the study's command line; printed as one line, exit code 2."""
 
 
+COMMAND = Command(
+    "replicate.study",
+    "Measure how the best learning rate moves with the batch size when the minibatch loss is summed and when "
+    "it is averaged: one model trained with plain SGD (no momentum, no weight decay) over a log grid of "
+    "learning rates, for each batch size and each reduction, on the same number of training examples; the best "
+    "is the lowest final training loss (median over seeds). Writes study.json, study.md and study.png.",
+    options=(Option("paper", "the model, data and batch order to use", DEFAULTS["paper"], shown="<catalog id>"),
+             Option("batch_sizes", "the batch sizes, comma-separated", DEFAULTS["batch_sizes"], kind="ints", minimum=1),
+             Option("lrs", "low:high:n: n log-spaced learning rates from low to high", DEFAULTS["lrs"],
+                    shown="<low>:<high>:<points>"),
+             Option("examples", "training examples each run sees: steps = examples / batch size", DEFAULTS["examples"],
+                    kind="int", minimum=1),
+             Option("seeds", "seeds per setting, trained together", DEFAULTS["seeds"], kind="int", minimum=1),
+             Option("format", "what to print; study.json, study.md and study.png are written either way", "table",
+                    choices=("table", "json")),
+             Option("dir", "output directory (default outputs/study/lr_vs_batch-<time>)", shown="<dir>")),
+    examples=("python -m replicate.study lr_vs_batch", "python -m replicate.study lr_vs_batch batch_sizes=1,8,64 seeds=2",
+              "python -m replicate.study lr_vs_batch format=json seeds=2 examples=4000 batch_sizes=1,16,256"),
+    positionals=" | ".join(STUDIES),
+    positional_help="the study to run: lr_vs_batch, the best learning rate against the batch size, summed and averaged loss",
+)
+
+
 def parse_arguments(argv: list[str]) -> tuple[str, dict]:
-    if not argv or argv[0] not in STUDIES:
-        raise StudyError(f"name a study first: {', '.join(STUDIES)}; {USAGE}")
-    options = dict(DEFAULTS)
-    for argument in argv[1:]:
-        key, equals, value = argument.partition("=")
-        if not equals or key not in DEFAULTS:
-            raise StudyError(f"unknown option {argument!r}; allowed: {', '.join(f'{k}=' for k in DEFAULTS)}")
-        options[key] = value
+    arguments = COMMAND.parse(argv)
+    if len(arguments.positionals) != 1 or arguments.positionals[0] not in STUDIES:
+        raise StudyError(f"name a study first: {', '.join(STUDIES)}; e.g. {COMMAND.examples[1]}")
+    options = dict(arguments.options)
+    options["batch_sizes"] = sorted(set(options["batch_sizes"]))
     try:
-        options["batch_sizes"] = sorted({int(size) for size in str(options["batch_sizes"]).split(",")})
         low, high, points = str(options["lrs"]).split(":")
         options["lrs"] = log_grid(float(low), float(high), int(points))
-        options["examples"], options["seeds"] = int(options["examples"]), int(options["seeds"])
     except ValueError:
-        raise StudyError("batch_sizes, examples and seeds take whole numbers and lrs=<low>:<high>:<points> "
-                         f"with 0 < low < high; {USAGE}") from None
-    if min(options["batch_sizes"]) < 1 or options["seeds"] < 1 or options["examples"] < max(options["batch_sizes"]):
-        raise StudyError("batch sizes and seeds must be positive, and examples at least the largest batch size")
-    if options["format"] not in ("table", "json"):
-        raise StudyError(f"unknown format {options['format']!r}; allowed: table, json")
-    return argv[0], options
+        raise StudyError(f"lrs=<low>:<high>:<points> with 0 < low < high and points ≥ 2, got {options['lrs']!r}; "
+                         "e.g. lrs=1e-4:3e1:12") from None
+    if options["examples"] < max(options["batch_sizes"]):
+        raise StudyError(f"examples={options['examples']} must be at least the largest batch size, {max(options['batch_sizes'])}")
+    return arguments.positionals[0], options
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
@@ -214,14 +212,14 @@ def write_study(study: dict, directory: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(argument in ("-h", "--help") for argument in argv):
-        print(HELP)
-        return 0
+    try:
+        name, options = parse_arguments(argv)
+    except (StudyError, UsageError) as error:
+        return fail(error)
     from replicate.cli import prepare_process
 
     prepare_process([])  # the default numerics, set before torch loads, as for `python -m replicate`
     try:
-        name, options = parse_arguments(argv)
         study = run_lr_vs_batch(options, log=lambda line: print(line, file=sys.stderr))
         directory = Path(options["dir"] or Path("outputs") / "study" / f"{name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
         write_study(study, directory)

@@ -109,7 +109,7 @@ def test_batch_size_scaling_is_a_labelled_heuristic_after_conversion():
     (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=-0.1"], "lr"),
     (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "eps=1e-8"], "do not apply to sgd"),
     (["from=sum", "to=mean", "batch_size=32", "optimizer=adadelta", "lr=1", "verify=true"], "needs a convertible optimizer"),
-    (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "colour=red"], "unknown argument 'colour'"),
+    (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "colour=red"], "unknown option 'colour'"),
     (["paper=nope", "to=mean"], "unknown paper 'nope'"),
     (["from=sum", "to=mean", "batch_size=32", "optimizer=sgd", "lr=0.1", "format=xml"], "unknown format 'xml'"),
     # issue 13: an overflow is not "exact", flags beside paper= are not ignored, a repeated flag is not "the last"

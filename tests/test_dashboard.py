@@ -51,4 +51,4 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["nope_paper"]) == 2
     assert "unknown paper 'nope_paper'; catalog entries:" in capsys.readouterr().err
     assert main(["wandb.projekt=x"]) == 2
-    assert "usage" in capsys.readouterr().err
+    assert "unknown option 'wandb.projekt'; allowed: wandb.project" in capsys.readouterr().err

@@ -9,13 +9,16 @@ Owns: the `Convention` vocabulary, the framework/paper `PRESETS` with their evid
 """
 
 from replicate.conventions.batch_scaling import scale_batch_size
-from replicate.conventions.convention import Convention, describe, get_convention
+from replicate.conventions.convention import FIELD_VALUES, Convention
 from replicate.conventions.convert import (
-    OPTIMIZER_HPARAMS, Conversion, Rule, applied_convention, convert, decay_form, to_applied,
+    OPTIMIZER_HPARAMS, Conversion, Rule, UnstatedEpsPlacement, applied_convention, convert, decay_form, to_applied,
 )
-from replicate.conventions.presets import EVIDENCE, PRESETS
+from replicate.conventions.presets import (
+    EVIDENCE, OPTIMIZER_FORMS, PRESETS, describe, get_convention, optimizer_forms,
+)
 
 __all__ = [
-    "Convention", "Conversion", "EVIDENCE", "OPTIMIZER_HPARAMS", "PRESETS", "Rule",
+    "Convention", "Conversion", "EVIDENCE", "FIELD_VALUES", "OPTIMIZER_FORMS",
+    "OPTIMIZER_HPARAMS", "PRESETS", "Rule", "UnstatedEpsPlacement", "optimizer_forms",
     "applied_convention", "convert", "decay_form", "describe", "get_convention", "scale_batch_size", "to_applied",
 ]

@@ -2,14 +2,15 @@
 
 Every field is a fact about the update rule that changes what a hyperparameter *number* means.
 `PRESETS` (presets.py) fills these fields for frameworks and papers; `convert` (convert.py) turns
-numbers from one convention into another.
+numbers from one convention into another. This module imports nothing of the package: presets.py
+builds on it, never the other way round.
 
-    get_convention("keras", eps_placement="outside")   # Keras 2 RMSprop: ε outside the square root
+    Convention("mine", "sum", "grad", "lr_outside", "outside", "per_batch")
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 # Allowed values of each field, with the meaning `describe` reports. One entry per value.
 LOSS_REDUCTIONS = {
@@ -44,7 +45,8 @@ LR_UNITS = {
     "per_n_examples": "lr per N examples: update = lr·Σᵢgᵢ/N",
 }
 
-_ALLOWED = {
+FIELD_VALUES = {  # every field with a fixed vocabulary, and its allowed values
+
     "loss_reduction": LOSS_REDUCTIONS,
     "weight_decay_form": WEIGHT_DECAY_FORMS,
     "momentum_form": MOMENTUM_FORMS,
@@ -67,7 +69,7 @@ class Convention:
     lr_momentum_normalized: bool = False    # lr divided by 1 + 1/(1−μ) (airbench "kilostep_scale")
 
     def __post_init__(self):
-        for field_name, allowed in _ALLOWED.items():
+        for field_name, allowed in FIELD_VALUES.items():
             value = getattr(self, field_name)
             if value not in allowed:
                 raise ValueError(f"{field_name}={value!r} is not allowed for convention "
@@ -79,40 +81,3 @@ class Convention:
         if not isinstance(self.lr_momentum_normalized, bool):
             raise ValueError(f"lr_momentum_normalized must be true or false, "
                              f"got {self.lr_momentum_normalized!r}")
-
-
-def get_convention(name: str, **overrides) -> Convention:
-    """A preset by name, optionally with fields replaced:
-    get_convention("tf1", eps_placement="inside_sqrt")."""
-    from replicate.conventions.presets import PRESETS
-
-    if name not in PRESETS:
-        raise ValueError(f"unknown convention {name!r}; presets: {', '.join(sorted(PRESETS))}")
-    convention = PRESETS[name]
-    if not overrides:
-        return convention
-    field_names = [f.name for f in fields(Convention)]
-    unknown = sorted(set(overrides) - set(field_names))
-    if unknown:
-        raise ValueError(f"unknown convention field(s) {', '.join(unknown)}; "
-                         f"fields: {', '.join(field_names)}")
-    if "name" not in overrides:
-        changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
-        overrides["name"] = f"{name}({changed})"
-    return replace(convention, **overrides)
-
-
-def describe(convention: Convention) -> dict:
-    """Plain data for reports: every field with its value, its meaning and, for presets, the evidence."""
-    from replicate.conventions.presets import EVIDENCE
-
-    out = {"name": convention.name}
-    for field_name, allowed in _ALLOWED.items():
-        value = getattr(convention, field_name)
-        out[field_name] = value
-        out[f"{field_name}_meaning"] = allowed[value]
-    out["lr_unit_examples"] = convention.lr_unit_examples
-    out["lr_momentum_normalized"] = convention.lr_momentum_normalized
-    base_name = convention.name.split("(")[0]
-    out["evidence"] = EVIDENCE.get(base_name, "")
-    return out

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from replicate.conventions.convention import Convention, get_convention
+from replicate.conventions.convention import Convention
+from replicate.conventions.presets import OPTIMIZER_FORMS, get_convention, optimizer_forms
 from replicate.conventions.scales import (
     ADAPTIVE_OPTIMIZERS, EPS_OPTIMIZERS, MOMENTUM_OPTIMIZERS, ONE, Scale, StepShape,
     canonical_lr_factor, coupled_decay_factor, decoupled_decay_factor, eps_scale,
@@ -277,10 +278,21 @@ def _check_eps_placement(ctx: _Context) -> None:
     rescaled = (reduction_scale(ctx.source, ctx.shape) / reduction_scale(ctx.target, ctx.shape)).powers
     if "eps_hat" in placements and (len(placements) > 1 or rescaled):
         c = ctx.source if ctx.source.eps_placement == "eps_hat" else ctx.target
-        raise ValueError(f"convention {c.name!r} has eps_placement 'eps_hat', which describes Adam; "
-                         f"state where {ctx.optimizer}'s ε sits, e.g. get_convention("
-                         f"{c.name.split('(')[0]!r}, eps_placement='outside' or 'inside_sqrt') "
-                         f"(see its evidence)")
+        raise UnstatedEpsPlacement(c, ctx.optimizer)
+
+
+class UnstatedEpsPlacement(ValueError):
+    """A convention records Adam's ε form ('eps_hat'), and no form of its framework for this optimizer is on record."""
+
+    def __init__(self, convention: Convention, optimizer: str):
+        self.convention, self.optimizer = convention, optimizer
+        base = convention.name.split("(")[0]
+        if optimizer in OPTIMIZER_FORMS.get(base, {}):
+            fix = f"use its {optimizer} form, get_convention({base!r}, {optimizer!r})"
+        else:
+            fix = (f"no {optimizer} form of {base!r} is on record (forms: {optimizer_forms(base)}); state where "
+                   f"{optimizer}'s ε sits: eps_placement 'outside' or 'inside_sqrt' (see its evidence)")
+        super().__init__(f"convention {convention.name!r} has eps_placement 'eps_hat', which describes Adam; {fix}")
 
 
 def _missing_eps_rule(ctx: _Context, hparams: dict) -> Rule | None:

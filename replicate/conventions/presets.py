@@ -1,12 +1,17 @@
 """Named conventions of frameworks and papers, each with the source lines that fix its fields.
 
-A framework's ε placement can differ between its optimizers; the preset records the Adam one and
-its evidence says what to override for the others, e.g. get_convention("tf1", eps_placement="inside_sqrt").
+A framework's ε placement can differ between its optimizers: the preset records the Adam one, and
+`OPTIMIZER_FORMS` the others, so a framework name resolves per optimizer:
+
+    get_convention("tf1", optimizer="rmsprop")          # → PRESETS["tf1_rmsprop"]
+    get_convention("keras", eps_placement="inside_sqrt")  # any field replaced by hand (Keras 1 RMSprop)
 """
 
 from __future__ import annotations
 
-from replicate.conventions.convention import Convention
+from dataclasses import fields, replace
+
+from replicate.conventions.convention import FIELD_VALUES, Convention
 
 
 def _preset(name, loss_reduction, weight_decay_form, momentum_form, eps_placement, lr_unit="per_batch",
@@ -114,3 +119,58 @@ EVIDENCE: dict[str, str] = {
         "c = μc + (1−μ)g. CNTK-R learner_momentum_sgd docs: unit_gain default. The ε placement of "
         "CNTK's adaptive learners was not checked ('outside' is a placeholder)."),
 }
+
+# A framework's other optimizers, where their update differs from its preset's (Adam) form: the preset
+# that describes them, or the fields to replace. The source lines are in the framework's EVIDENCE entry.
+OPTIMIZER_FORMS: dict[str, dict[str, str | dict[str, str]]] = {
+    "tf1": {"rmsprop": "tf1_rmsprop"},  # ApplyRMSProp: ε inside the square root, lr inside the momentum
+    "caffe": {"rmsprop": {"eps_placement": "outside"},   # rmsprop_solver.cpp: √history, then + delta
+              "adagrad": {"eps_placement": "outside"}},  # adagrad_solver.cpp: likewise
+    "keras": {"rmsprop": {"eps_placement": "outside"}},  # Keras 2 RMSprop: lr·g/(√a + ε)
+    "dynet": {"rmsprop": {"eps_placement": "inside_sqrt"},  # training.cc: √(h + ε)
+              "adagrad": {"eps_placement": "inside_sqrt"}},
+}
+
+
+def get_convention(name: str, optimizer: str | None = None, **overrides) -> Convention:
+    """A preset by name, in its form for `optimizer` (OPTIMIZER_FORMS), with fields replaced:
+    get_convention("tf1", optimizer="rmsprop"), get_convention("tf1", eps_placement="inside_sqrt")."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown convention {name!r}; presets: {', '.join(sorted(PRESETS))}")
+    form = OPTIMIZER_FORMS.get(name, {}).get(optimizer, {})
+    if isinstance(form, str):
+        name, form = form, {}
+    replaced = {**form, **overrides}
+    if not replaced:
+        return PRESETS[name]
+    field_names = [f.name for f in fields(Convention)]
+    unknown = sorted(set(replaced) - set(field_names))
+    if unknown:
+        raise ValueError(f"unknown convention field(s) {', '.join(unknown)}; "
+                         f"fields: {', '.join(field_names)}")
+    if "name" not in replaced:
+        changed = ", ".join(f"{k}={v}" for k, v in replaced.items())
+        replaced["name"] = f"{name}({changed})"
+    return replace(PRESETS[name], **replaced)
+
+
+def optimizer_forms(name: str) -> str:
+    """The forms of a framework on record, for messages: "adam (tf1), rmsprop (tf1_rmsprop)"."""
+    forms = {"adam": name}
+    for optimizer, form in OPTIMIZER_FORMS.get(name, {}).items():
+        forms[optimizer] = form if isinstance(form, str) else ", ".join(f"{k}={v}" for k, v in form.items())
+    return ", ".join(f"{optimizer} ({form})" for optimizer, form in forms.items())
+
+
+def describe(convention: Convention) -> dict:
+    """Plain data for reports: every field with its value, its meaning and, for presets, the evidence."""
+    out = {"name": convention.name}
+    for field_name, allowed in FIELD_VALUES.items():
+        value = getattr(convention, field_name)
+        out[field_name] = value
+        out[f"{field_name}_meaning"] = allowed[value]
+    out["lr_unit_examples"] = convention.lr_unit_examples
+    out["lr_momentum_normalized"] = convention.lr_momentum_normalized
+    base_name = convention.name.split("(")[0]
+    out["evidence"] = EVIDENCE.get(base_name, "")
+    return out
