@@ -50,6 +50,16 @@ def test_shuffled_mnist1d_is_the_same_data_under_one_fixed_permutation_of_positi
     assert shuffled.description["cache"] != mnist1d.description["cache"]
 
 
+def test_mnist1d_sizes_are_the_generators_own_num_samples_and_train_split(mnist1d):
+    # benchmark-pooling.ipynb cell 9: num_samples 2000, train_split 0.5 → 1000 train / 1000 test,
+    # 200 per class, split after make_dataset's shuffle (mnist1d/data.py lines 70, 79, 91)
+    small = load_dataset(data_config(name="mnist1d", seed=42, num_samples=2000, train_split=0.5),
+                         dtype=torch.float64, device="cpu")
+    assert small.x_train.shape == (1000, 40) and small.x_test.shape == (1000, 40)
+    assert torch.bincount(torch.cat([small.y_train, small.y_test]), minlength=10).tolist() == [200] * 10
+    assert small.description["num_samples"] == 2000 and small.description["cache"] != mnist1d.description["cache"]
+    assert not torch.equal(small.x_train[:1000], mnist1d.x_train[:1000])  # another generation, not a slice
+
 def test_mnist1d_matches_a_fresh_generation_and_the_cache_is_reused(mnist1d, tmp_path):
     from mnist1d.data import get_dataset_args, make_dataset
 
