@@ -50,6 +50,22 @@ class ResidualMLP(nn.Module):
         return self.linear3(h)
 
 
+class TwoHiddenLayerMLP(nn.Module):
+    """MNIST-1D double-descent `get_model(n_hidden)` (greydanus/mnist1d notebooks/deep-double-descent.ipynb,
+    cell 5): Linear(40, n) → ReLU → Linear(n, n) → ReLU → Linear(n, 10). `ResidualMLP` without the residual."""
+
+    linear_and_elementwise_only = True  # forward takes a leading seed axis once its Linear layers carry one
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int):
+        super().__init__()
+        self.linear1 = nn.Linear(input_size, hidden_size)
+        self.linear2 = nn.Linear(hidden_size, hidden_size)
+        self.linear3 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        return self.linear3(self.linear2(self.linear1(x).relu()).relu())
+
+
 class MLP(nn.Module):
     """One hidden ReLU layer (scikit-learn MLPClassifier with hidden_layer_sizes=(hidden_size,))."""
 
@@ -178,6 +194,10 @@ def build_model(model_cfg) -> nn.Module:
         return ResidualMLP(**size, hidden_size=model_cfg.hidden_size or 100)
     if name == "mlp":
         return MLP(**size, hidden_size=model_cfg.hidden_size or 100)
+    if name == "mlp2":
+        if not model_cfg.hidden_size:
+            raise ConfigError("model mlp2 needs model.hidden_size (the width of both hidden layers), e.g. model.hidden_size=300")
+        return TwoHiddenLayerMLP(**size, hidden_size=model_cfg.hidden_size)
     if name == "cnn1d":
         return Conv1dNet(**size, channels=model_cfg.channels or 25)
     if name == "cnn1d_pool":
@@ -186,7 +206,7 @@ def build_model(model_cfg) -> nn.Module:
         return Conv2dNet(**size, channels=model_cfg.channels or 8)
     if name == "gru":
         return BidirectionalGRU(**size, hidden_size=model_cfg.hidden_size or 6, bidirectional=model_cfg.bidirectional)
-    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru")
+    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, mlp2, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru")
 
 
 def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:

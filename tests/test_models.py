@@ -34,3 +34,20 @@ def test_pooling_cnn_pools_each_pair_of_positions():
 def test_an_unknown_pooling_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match=r"model.pool 'min'; allowed: none, max, avg, l2"):
         pooling_cnn(1, "min")
+
+
+def test_two_hidden_layer_mlp_is_the_residual_mlp_without_its_residual():
+    # deep-double-descent.ipynb cell 5: Linear(40, n) → ReLU → Linear(n, n) → ReLU → Linear(n, 10); n = 300
+    # gives 40·300 + 300 + 300·300 + 300 + 300·10 + 10 = 105,610 parameters
+    def build(name):
+        torch.manual_seed(0)
+        return build_model(OmegaConf.structured(ModelConfig(name=name, input_size=40, output_size=10, hidden_size=300)))
+
+    plain, residual = build("mlp2"), build("residual_mlp")
+    assert sum(p.numel() for p in plain.parameters()) == 105_610
+    x = torch.randn(5, 40)
+    h = residual.linear1(x).relu()
+    assert torch.equal(plain(x), residual.linear3(residual.linear2(h).relu()))  # same layers, same init
+    assert not torch.equal(plain(x), residual(x))
+    with pytest.raises(ConfigError, match="model mlp2 needs model.hidden_size"):
+        build_model(OmegaConf.structured(ModelConfig(name="mlp2", input_size=40, output_size=10)))
