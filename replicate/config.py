@@ -104,6 +104,7 @@ class DataConfig:
     shuffle_seq: bool = False  # MNIST-1D: permute the 40 positions of every example by one fixed permutation
     num_samples: Optional[int] = None  # MNIST-1D: examples generated, train and test together (None: 5000, the default)
     train_split: Optional[float] = None  # MNIST-1D: fraction of them in the training set (None: 0.8, the default)
+    label_noise: Optional[float] = None  # MNIST-1D: probability that a training label is redrawn uniformly from 0–9
     scaling: str = "none"  # "none" | "minmax": feature scaling fitted on the training set
     # synthetic: Gaussian inputs labelled by a fixed random linear teacher (conversion proofs, benchmarks)
     size: int = 1024  # examples
@@ -329,6 +330,9 @@ def check_config(cfg: Any) -> None:
     if cfg.data.train_split is not None and not 0 < cfg.data.train_split < 1:
         raise ConfigError(f"data.train_split must be in (0, 1): the fraction of examples used for training, "
                           f"got {cfg.data.train_split}")
+    if cfg.data.label_noise is not None and not 0 <= cfg.data.label_noise <= 1:
+        raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
+                          f"got {cfg.data.label_noise}")
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")

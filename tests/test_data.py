@@ -60,6 +60,18 @@ def test_mnist1d_sizes_are_the_generators_own_num_samples_and_train_split(mnist1
     assert small.description["num_samples"] == 2000 and small.description["cache"] != mnist1d.description["cache"]
     assert not torch.equal(small.x_train[:1000], mnist1d.x_train[:1000])  # another generation, not a slice
 
+def test_label_noise_redraws_about_that_share_of_training_labels_and_nothing_else(tmp_path):
+    # deep-double-descent.ipynb cells 3–4: 16000 examples split 4000/12000; each training label redrawn from
+    # 0–9 with probability 0.15, so about 0.15 · 9/10 · 4000 = 540 change (binomial sd ≈ 22)
+    sizes = dict(name="mnist1d", seed=42, num_samples=16000, train_split=0.25)
+    clean = load_dataset(data_config(**sizes), dtype=torch.float64, device="cpu")
+    noisy = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
+    changed = int((noisy.y_train != clean.y_train).sum())
+    assert 540 - 5 * 22 < changed < 540 + 5 * 22
+    assert torch.equal(noisy.x_train, clean.x_train) and torch.equal(noisy.y_test, clean.y_test)
+    again = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
+    assert torch.equal(again.y_train, noisy.y_train)  # deterministic: make_dataset seeds the stream the noise continues
+
 def test_mnist1d_matches_a_fresh_generation_and_the_cache_is_reused(mnist1d, tmp_path):
     from mnist1d.data import get_dataset_args, make_dataset
 
