@@ -61,13 +61,13 @@ def test_mnist1d_sizes_are_the_generators_own_num_samples_and_train_split(mnist1
     assert not torch.equal(small.x_train[:1000], mnist1d.x_train[:1000])  # another generation, not a slice
 
 def test_label_noise_redraws_about_that_share_of_training_labels_and_nothing_else(tmp_path):
-    # deep-double-descent.ipynb cells 3–4: 16000 examples split 4000/12000; each training label redrawn from
-    # 0–9 with probability 0.15, so about 0.15 · 9/10 · 4000 = 540 change (binomial sd ≈ 22)
-    sizes = dict(name="mnist1d", seed=42, num_samples=16000, train_split=0.25)
+    # deep-double-descent.ipynb cell 4: each training label redrawn from 0–9 with probability 0.15; on 1000
+    # training examples (a small set, for speed) about 0.15 · 9/10 · 1000 = 135 change (binomial sd ≈ 11)
+    sizes = dict(name="mnist1d", seed=42, num_samples=2000, train_split=0.5)
     clean = load_dataset(data_config(**sizes), dtype=torch.float64, device="cpu")
     noisy = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
     changed = int((noisy.y_train != clean.y_train).sum())
-    assert 540 - 5 * 22 < changed < 540 + 5 * 22
+    assert 135 - 5 * 11 < changed < 135 + 5 * 11
     assert torch.equal(noisy.x_train, clean.x_train) and torch.equal(noisy.y_test, clean.y_test)
     again = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
     assert torch.equal(again.y_train, noisy.y_train)  # deterministic: make_dataset seeds the stream the noise continues
