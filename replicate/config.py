@@ -26,7 +26,7 @@ STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold"
 DIRECTIONS = ("higher", "lower")
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
 CONV2D_MODELS = ("cnn2d",)  # models with 4-D convolution weights: train.channels_last applies
-MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "cnn2d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
+MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
 DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")
 DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
@@ -89,6 +89,8 @@ class ModelConfig:
     hidden_size: Optional[int] = None
     channels: Optional[int] = None
     bidirectional: bool = True
+    stride: int = 1  # cnn1d_pool: convolution stride
+    pool: str = "max"  # cnn1d_pool: none | max | avg | l2, over windows of 2 after each convolution
     init: str = "pytorch"  # one of INITS: PyTorch's default init, or scikit-learn's Glorot-uniform from its random_state
 
 
@@ -100,6 +102,9 @@ class DataConfig:
     drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
     seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
     shuffle_seq: bool = False  # MNIST-1D: permute the 40 positions of every example by one fixed permutation
+    num_samples: Optional[int] = None  # MNIST-1D: examples generated, train and test together (None: 5000, the default)
+    train_split: Optional[float] = None  # MNIST-1D: fraction of them in the training set (None: 0.8, the default)
+    label_noise: Optional[float] = None  # MNIST-1D: probability that a training label is redrawn uniformly from 0–9
     scaling: str = "none"  # "none" | "minmax": feature scaling fitted on the training set
     # synthetic: Gaussian inputs labelled by a fixed random linear teacher (conversion proofs, benchmarks)
     size: int = 1024  # examples
@@ -326,6 +331,15 @@ def check_config(cfg: Any) -> None:
     _check_optimizer_and_schedule(cfg)
     if cfg.train.eval_every < 0:
         raise ConfigError(f"train.eval_every must be >= 0 (0: about 25 points per run), got {cfg.train.eval_every}")
+    _require_positive(cfg.model.stride, "model.stride")
+    if cfg.data.num_samples is not None:
+        _require_positive(cfg.data.num_samples, "data.num_samples")
+    if cfg.data.train_split is not None and not 0 < cfg.data.train_split < 1:
+        raise ConfigError(f"data.train_split must be in (0, 1): the fraction of examples used for training, "
+                          f"got {cfg.data.train_split}")
+    if cfg.data.label_noise is not None and not 0 <= cfg.data.label_noise <= 1:
+        raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
+                          f"got {cfg.data.label_noise}")
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")

@@ -86,6 +86,8 @@ def _load_mnist1d(data_cfg):
     published `mnist1d_data.pkl` (never `get_dataset`, which tries a download first). Generation
     takes seconds and imports matplotlib, so the arrays are cached as .npz keyed by the arguments.
 
+    data.num_samples, data.train_split: get_dataset_args' num_samples (5000) and train_split (0.8),
+    replaced when set. data.label_noise: the double-descent notebook's noisy training labels (_noisy_labels).
     data.shuffle_seq: the "MNIST-1D (shuffle)" variant: make_dataset permutes the 40 positions of
     every example by one permutation, drawn from the generation seed's stream after the examples are
     shuffled (greydanus/mnist1d mnist1d/data.py, `if args.shuffle_seq`, lines 83–85).
@@ -99,8 +101,11 @@ def _load_mnist1d(data_cfg):
                 "numpy_kernels": numpy_kernels()}
     if shuffle_seq:  # only when set, so the unshuffled data keep their cache name
         args_key["shuffle_seq"] = True
+    sizes = {name: getattr(data_cfg, name) for name in ("num_samples", "train_split", "label_noise")
+             if getattr(data_cfg, name, None) is not None}
+    args_key.update(sizes)  # likewise only when set
     digest = hashlib.sha256(json.dumps(args_key, sort_keys=True).encode()).hexdigest()[:12]
-    variant = "-shuffle" if shuffle_seq else ""
+    variant = ("-shuffle" if shuffle_seq else "") + "".join(f"-{name}{value}" for name, value in sizes.items())
     path = cache_dir(data_cfg.root) / f"mnist1d{variant}-seed{data_cfg.seed}-{digest}.npz"
     if path.exists():
         try:
@@ -116,16 +121,34 @@ def _load_mnist1d(data_cfg):
         args = get_dataset_args()
         args.seed = data_cfg.seed
         args.shuffle_seq = shuffle_seq
+        for name in ("num_samples", "train_split"):  # the smaller or larger sets of the use-case notebooks
+            if name in sizes:
+                setattr(args, name, sizes[name])
         generated = make_dataset(args)
+        if "label_noise" in sizes:
+            generated["y"] = _noisy_labels(generated["y"], sizes["label_noise"])
         arrays = tuple(generated[k] for k in ("x", "y", "x_test", "y_test"))
         _save_atomically(path, dict(zip(("x", "y", "x_test", "y_test"), arrays)))
     description = {
         "source": "mnist1d.data.make_dataset(get_dataset_args()) (package mnist1d), generated offline",
         "generation_seed": data_cfg.seed,
         "shuffle_seq": shuffle_seq,
+        **sizes,
         "cache": str(path),
     }
     return arrays, description
+
+
+def _noisy_labels(y: np.ndarray, probability: float) -> np.ndarray:
+    """Training labels with noise as greydanus/mnist1d notebooks/deep-double-descent.ipynb cell 4 adds it:
+    each label in turn, with `probability`, is replaced by a uniform draw from 0–9 (so it changes with
+    probability·9/10), drawn from numpy's global stream where make_dataset's seeding left it, as the
+    notebook's next cell does."""
+    noisy = y.copy()
+    for index in range(len(noisy)):
+        if np.random.random_sample() < probability:
+            noisy[index] = np.random.randint(0, 10)
+    return noisy
 
 
 def numpy_kernels() -> list[str]:

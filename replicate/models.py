@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from replicate.config import ConfigError
 
@@ -49,6 +50,22 @@ class ResidualMLP(nn.Module):
         return self.linear3(h)
 
 
+class TwoHiddenLayerMLP(nn.Module):
+    """MNIST-1D double-descent `get_model(n_hidden)` (greydanus/mnist1d notebooks/deep-double-descent.ipynb,
+    cell 5): Linear(40, n) → ReLU → Linear(n, n) → ReLU → Linear(n, 10). `ResidualMLP` without the residual."""
+
+    linear_and_elementwise_only = True  # forward takes a leading seed axis once its Linear layers carry one
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int):
+        super().__init__()
+        self.linear1 = nn.Linear(input_size, hidden_size)
+        self.linear2 = nn.Linear(hidden_size, hidden_size)
+        self.linear3 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        return self.linear3(self.linear2(self.linear1(x).relu()).relu())
+
+
 class MLP(nn.Module):
     """One hidden ReLU layer (scikit-learn MLPClassifier with hidden_layer_sizes=(hidden_size,))."""
 
@@ -79,6 +96,47 @@ class Conv1dNet(nn.Module):
     def forward(self, x):
         h = x.reshape(-1, 1, x.shape[-1])
         h = self.conv3(self.conv2(self.conv1(h).relu()).relu()).relu()
+        return self.linear(h.flatten(1))
+
+
+class PoolingConv1dNet(nn.Module):
+    """MNIST-1D pooling benchmark `ConvPooling` (greydanus/mnist1d notebooks/benchmark-pooling.ipynb,
+    cell 7): two Conv1d(kernel 3, padding 1)+ReLU layers of 20 channels, each followed by `pool`
+    (none, or max/avg/L2 pooling over windows of 2), then a linear layer on the flattened features.
+
+    The notebook's variants: no_pool (stride 1, no pooling: 20 × 40 = 800 features), stride_2 (stride 2,
+    no pooling: 200) and max_pool / avg_pool / l2_pool (stride 1, pooling: 200). Layers are built in the
+    notebook's order, so `torch.manual_seed(0)` before construction gives the notebook's initialisation.
+    """
+
+    POOLS = ("none", "max", "avg", "l2")
+
+    def __init__(self, input_size: int, output_size: int, channels: int = 20, stride: int = 1, pool: str = "max"):
+        super().__init__()
+        if pool not in self.POOLS:
+            raise ConfigError(f"unknown model.pool {pool!r}; allowed: {', '.join(self.POOLS)}")
+        self.pool = pool
+        self.conv1 = nn.Conv1d(1, channels, 3, stride=stride, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=stride, padding=1)
+        length = input_size
+        for _ in range(2):
+            length = (length - 1) // stride + 1  # kernel 3, padding 1
+            length = length if pool == "none" else length // 2
+        self.linear = nn.Linear(channels * length, output_size)
+
+    def _pool(self, h):
+        if self.pool == "max":
+            return F.max_pool1d(h, 2)
+        if self.pool == "avg":
+            return F.avg_pool1d(h, 2)
+        if self.pool == "l2":
+            return F.lp_pool1d(h, norm_type=2, kernel_size=2)
+        return h
+
+    def forward(self, x):
+        h = x.reshape(-1, 1, x.shape[-1])
+        h = self._pool(self.conv1(h).relu())
+        h = self._pool(self.conv2(h).relu())
         return self.linear(h.flatten(1))
 
 
@@ -136,13 +194,19 @@ def build_model(model_cfg) -> nn.Module:
         return ResidualMLP(**size, hidden_size=model_cfg.hidden_size or 100)
     if name == "mlp":
         return MLP(**size, hidden_size=model_cfg.hidden_size or 100)
+    if name == "mlp2":
+        if not model_cfg.hidden_size:
+            raise ConfigError("model mlp2 needs model.hidden_size (the width of both hidden layers), e.g. model.hidden_size=300")
+        return TwoHiddenLayerMLP(**size, hidden_size=model_cfg.hidden_size)
     if name == "cnn1d":
         return Conv1dNet(**size, channels=model_cfg.channels or 25)
+    if name == "cnn1d_pool":
+        return PoolingConv1dNet(**size, channels=model_cfg.channels or 20, stride=model_cfg.stride, pool=model_cfg.pool)
     if name == "cnn2d":
         return Conv2dNet(**size, channels=model_cfg.channels or 8)
     if name == "gru":
         return BidirectionalGRU(**size, hidden_size=model_cfg.hidden_size or 6, bidirectional=model_cfg.bidirectional)
-    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, residual_mlp, cnn1d, cnn2d, gru")
+    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, mlp2, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru")
 
 
 def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:

@@ -12,6 +12,9 @@ PAPERS = available_papers()
 EXPECTED = {"mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru",
             "mnist1d_shuffled_logistic", "mnist1d_shuffled_mlp", "mnist1d_shuffled_cnn", "mnist1d_shuffled_gru",
             "sklearn_digits_constant", "sklearn_digits_momentum", "sklearn_digits_nesterov"}
+EXPECTED |= {"mnist1d_pool_max", "mnist1d_pool_stride", "mnist1d_pool_none",  # benchmark-pooling.ipynb, 1000 examples
+             "mnist1d_double_descent_mlp300", "mnist1d_double_descent_noisy_mlp61",  # deep-double-descent.ipynb
+             "mnist1d_double_descent_noisy_mlp300"}
 
 
 def test_the_catalog_holds_the_fixed_ids():

@@ -50,6 +50,28 @@ def test_shuffled_mnist1d_is_the_same_data_under_one_fixed_permutation_of_positi
     assert shuffled.description["cache"] != mnist1d.description["cache"]
 
 
+def test_mnist1d_sizes_are_the_generators_own_num_samples_and_train_split(mnist1d):
+    # benchmark-pooling.ipynb cell 9: num_samples 2000, train_split 0.5 → 1000 train / 1000 test,
+    # 200 per class, split after make_dataset's shuffle (mnist1d/data.py lines 70, 79, 91)
+    small = load_dataset(data_config(name="mnist1d", seed=42, num_samples=2000, train_split=0.5),
+                         dtype=torch.float64, device="cpu")
+    assert small.x_train.shape == (1000, 40) and small.x_test.shape == (1000, 40)
+    assert torch.bincount(torch.cat([small.y_train, small.y_test]), minlength=10).tolist() == [200] * 10
+    assert small.description["num_samples"] == 2000 and small.description["cache"] != mnist1d.description["cache"]
+    assert not torch.equal(small.x_train[:1000], mnist1d.x_train[:1000])  # another generation, not a slice
+
+def test_label_noise_redraws_about_that_share_of_training_labels_and_nothing_else(tmp_path):
+    # deep-double-descent.ipynb cell 4: each training label redrawn from 0–9 with probability 0.15; on 1000
+    # training examples (a small set, for speed) about 0.15 · 9/10 · 1000 = 135 change (binomial sd ≈ 11)
+    sizes = dict(name="mnist1d", seed=42, num_samples=2000, train_split=0.5)
+    clean = load_dataset(data_config(**sizes), dtype=torch.float64, device="cpu")
+    noisy = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
+    changed = int((noisy.y_train != clean.y_train).sum())
+    assert 135 - 5 * 11 < changed < 135 + 5 * 11
+    assert torch.equal(noisy.x_train, clean.x_train) and torch.equal(noisy.y_test, clean.y_test)
+    again = load_dataset(data_config(**sizes, label_noise=0.15, root=str(tmp_path)), dtype=torch.float64, device="cpu")
+    assert torch.equal(again.y_train, noisy.y_train)  # deterministic: make_dataset seeds the stream the noise continues
+
 def test_mnist1d_matches_a_fresh_generation_and_the_cache_is_reused(mnist1d, tmp_path):
     from mnist1d.data import get_dataset_args, make_dataset
 
