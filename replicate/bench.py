@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     from replicate.runtime import intra_op_threads, reuse_freed_memory, wait_passively
 
     wait_passively()  # as the CLI does, before torch loads
+    from replicate.numerics import DEFAULT_MODE, apply_numerics
+
+    apply_numerics(DEFAULT_MODE)  # the kernels a user's run gets (docs/numerics.md), pinned before torch loads
     import torch
 
     device = torch.device(options["device"])
@@ -414,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = {"single_seed": options["threads"] or intra_op_threads(None, batched_seeds=1, device=device),
                "batched": options["threads"] or intra_op_threads(None, batched_seeds=len(SEEDS), device=device)}
     machine = describe_machine(torch, device, threads, allocator)
+    machine["numerics"] = DEFAULT_MODE if os.environ.get("REPLICATE_NUMERICS") is None else os.environ["REPLICATE_NUMERICS"]
     started = time.perf_counter()
     # also caches MNIST-1D for the subprocesses
     metrics, equality = measure_in_process(torch, settings, threads, device)
