@@ -179,6 +179,8 @@ class BatchOrder:
     Orders:
       sequential       batch k starts at (k·B) mod N, no shuffling, same for every seed
                        (greydanus/mnist1d notebooks/train.py: `bix = (step*batch_size) % len(x_train)`)
+      cycle            examples k·B … k·B + B − 1, all mod N: a database read round and round, batches running on
+                       across the epoch's end (BVLC/caffe src/caffe/layers/data_layer.cpp `Next`, lines 70–78)
       shuffle          a fresh torch.randperm each epoch from a generator seeded with the seed
       sklearn_shuffle  scikit-learn's MLP: each epoch `sklearn.utils.shuffle` with the model's
                        numpy RandomState (shared with its initialisation), then consecutive batches,
@@ -190,7 +192,7 @@ class BatchOrder:
         if batch_size > n:
             raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} examples)")
         self.n, self.batch_size, self.order, self.device = n, batch_size, order, device
-        self.drop_last = drop_last and order != "sequential"
+        self.drop_last = drop_last and order not in ("sequential", "cycle")
         self.seeds = list(seeds)
         self.numpy_streams = numpy_streams
         self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
@@ -198,7 +200,7 @@ class BatchOrder:
 
     @property
     def steps_per_epoch(self) -> int:
-        if self.order == "sequential" or not self.drop_last:
+        if self.order in ("sequential", "cycle") or not self.drop_last:
             return math.ceil(self.n / self.batch_size)
         return self.n // self.batch_size
 
@@ -207,6 +209,8 @@ class BatchOrder:
 
     def indices(self, step: int) -> torch.Tensor:
         """Long tensor (n_seeds, batch) of example indices for optimizer step `step` (0-based)."""
+        if self.order == "cycle":
+            return (step * self.batch_size + torch.arange(self.batch_size, device=self.device)).remainder_(self.n).expand(len(self.seeds), -1)
         if self.order == "sequential":
             start = (step * self.batch_size) % self.n
             window = torch.arange(start, min(start + self.batch_size, self.n), device=self.device)
