@@ -362,7 +362,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
         torch.use_deterministic_algorithms(True)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
-    data = load_dataset(cfg.data, dtype=dtype, device=device)
+    data = load_dataset(cfg.data, dtype=dtype, device=device, paper_id=cfg.paper.id)
     plan = make_plan(cfg, n_train=len(data.y_train))
     seeds = seed_list(cfg)
     check_model_fits(cfg, data, n_seeds=len(seeds))

@@ -28,7 +28,7 @@ METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_
 CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet")  # 4-D convolution weights: train.channels_last applies
 MODELS = ("logistic", "mlp", "residual_mlp", "cnn1d", "cnn2d", "gru",  # mlp and logistic also map (…, T, d) → (…, T, classes)
           "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet")  # replicate.paper_models
-DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic")
+DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")
 DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
 SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
@@ -109,6 +109,13 @@ class DataConfig:
     features: int = 16
     classes: int = 10
     seq_len: Optional[int] = None  # tokens per example: a label per position (sequence losses)
+    # mnist, cifar10, ptb: files under data.root (docs/datasets.md)
+    download: bool = False  # fetch absent or damaged files from the official source, checked against published md5s
+    pixel_divisor: float = 255.0  # mnist, cifar10: uint8 pixels / this (255: [0, 1]; Caffe's scale 0.00390625 is 256)
+    mean: List[float] = field(default_factory=list)  # per channel, subtracted after the division ([]: none)
+    std: List[float] = field(default_factory=list)  # per channel, divided by after the mean ([]: none)
+    holdout: int = 0  # the last N training examples become a validation split (0: none)
+    flatten: bool = False  # images as vectors (N, C·H·W) for MLPs and logistic regression, else (N, C, H, W)
 
 
 @dataclass
@@ -484,6 +491,9 @@ def check_model_fits(cfg: Any, data: Any, n_seeds: int) -> None:
 
     from replicate.models import build_model
 
+    if not data.x_train.is_floating_point():  # ptb: word ids, for a model with an embedding, which none here has yet
+        raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
+                          "real-valued features); the PTB language model and its loop are not in the trainer yet")
     if cfg.model.output_size != data.num_classes:
         raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
                           f"{data.num_classes} classes; set model.output_size={data.num_classes}")

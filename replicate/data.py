@@ -32,6 +32,8 @@ class Dataset:
     y_test: torch.Tensor | None
     num_classes: int
     description: dict  # provenance and properties, for the report
+    x_valid: torch.Tensor | None = None  # a validation split held out of training (data.holdout), for recipes with one
+    y_valid: torch.Tensor | None = None
 
 
 def cache_dir(root: str | None) -> Path:
@@ -41,11 +43,15 @@ def cache_dir(root: str | None) -> Path:
     return Path(os.environ.get("REPLICATE_CACHE", Path.home() / ".cache" / "replicate"))
 
 
-def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str) -> Dataset:
+def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str, paper_id: str | None = None) -> Dataset:
+    from replicate.datasets import REAL_DATASETS, load_real_dataset
+
+    if data_cfg.name in REAL_DATASETS:  # files under data.root; paper_id: for the command that fetches them
+        return load_real_dataset(data_cfg, dtype=dtype, device=device, paper_id=paper_id)
     loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits, "sklearn_iris": _load_sklearn_iris,
                "synthetic": _make_synthetic}
     if data_cfg.name not in loaders:
-        raise ConfigError(f"unknown dataset {data_cfg.name!r}; allowed: {', '.join(loaders)}")
+        raise ConfigError(f"unknown dataset {data_cfg.name!r}; allowed: {', '.join([*loaders, *REAL_DATASETS])}")
     arrays, description = loaders[data_cfg.name](data_cfg)
     x_train, y_train, x_test, y_test = arrays
     if data_cfg.scaling == "minmax":

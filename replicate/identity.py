@@ -16,10 +16,11 @@ import json
 
 # Settings that never change a seed's numbers: which paper's claims are judged (the claims pick no
 # numbers; the model, data and optimizer do), which seeds run, logging, progress, output location,
-# checkpoint cadence (resumes are bit for bit), where the data files live. `device`, `runtime.threads`
+# checkpoint cadence (resumes are bit for bit), where the data files live and whether absent ones may be
+# downloaded (the data's content hash records what was read). `device`, `runtime.threads`
 # and `train.batched` are neutral as settings because what they resolve to is in execution_identity().
 NEUTRAL_SETTINGS = ("paper", "seeds", "seed", "logger", "wandb", "runtime", "device", "checkpoint", "resume",
-                    "dry_run", "hydra", "data.root", "train.batched")
+                    "dry_run", "hydra", "data.root", "data.download", "train.batched")
 
 
 def setting_key(override: str) -> str:
