@@ -116,6 +116,7 @@ class DataConfig:
     std: List[float] = field(default_factory=list)  # per channel, divided by after the mean ([]: none)
     holdout: int = 0  # the last N training examples become a validation split (0: none)
     flatten: bool = False  # images as vectors (N, C·H·W) for MLPs and logistic regression, else (N, C, H, W)
+    mean_image: bool = False  # mnist, cifar10: subtract the training split's per-pixel mean image (Caffe's mean_file)
 
 
 @dataclass

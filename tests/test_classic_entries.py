@@ -1,5 +1,5 @@
-"""The classic MNIST and CIFAR-10 entries: each trains two steps on tiny files in the real formats, and the catalog
-table says they have not been run rather than showing a number."""
+"""The classic MNIST and CIFAR-10 entries (tests/test_configs.py trains each a few steps on tiny real-format files):
+dropout seeded per (seed, step), and a catalog table that says they have not been run rather than showing a number."""
 import math
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dataset_files import write_cifar10, write_mnist
-from replicate.config import check_config, compose
+from replicate.checkpoint import Interrupted
+from replicate.config import ConfigError, compose
 from replicate.data import load_dataset
 from replicate.plan import make_plan
 from replicate.train import train_seeds
@@ -24,17 +25,24 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("paper", sorted(ENTRIES))
-def test_entry_trains_two_steps_on_real_format_files(paper, data_root):
-    cfg = compose([f"paper={paper}", f"data.root={data_root}", "train.steps=2", "seeds=1", "logger=none"])
-    check_config(cfg)
+def test_a_resumed_dropout_run_draws_the_masks_of_an_uninterrupted_one(data_root, tmp_path):
+    """keras_mnist_mlp, 3 steps straight against 1 step, a checkpoint, then the last 2 in a fresh call: dropout masks
+    come from (seed, step), so the resumed steps draw what the uninterrupted ones drew (a generator left where
+    model building leaves it would repeat step 0's masks). The model also refuses to batch its seeds."""
+    cfg = compose(["paper=keras_mnist_mlp", f"data.root={data_root}", "train.steps=3", "seeds=1", "logger=none"])
     data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
     plan = make_plan(cfg, n_train=len(data.y_train))
-    [result] = train_seeds(cfg, data, plan, [0], vectorize=False)
-    assert len(result.curve) == 2 and all(math.isfinite(value) for value in result.metrics.values())
-    if paper == "keras_mnist_mlp":  # dropout masks come from (seed, step): a second run draws the same
-        again = train_seeds(cfg, data, plan, [0], vectorize=False)[0]
-        assert all(torch.equal(again.parameters[name], value) for name, value in result.parameters.items())
+    straight = train_seeds(cfg, data, plan, [0], vectorize=False)[0]
+    checkpoint = {"path": tmp_path / "seed0.pt", "every": 1, "fingerprint": "test"}
+    with pytest.MonkeyPatch.context() as patch:  # stop after step 1: the checkpoint then holds step 1
+        patch.setattr("replicate.train.stop_requested", lambda: "SIGTERM")
+        with pytest.raises(Interrupted):
+            train_seeds(cfg, data, plan, [0], vectorize=False, checkpoint=checkpoint)
+    resumed = train_seeds(cfg, data, plan, [0], vectorize=False, checkpoint=checkpoint)[0]
+    assert all(math.isfinite(value) for value in straight.metrics.values())
+    assert all(torch.equal(resumed.parameters[name], value) for name, value in straight.parameters.items())
+    with pytest.raises(ConfigError, match="trains its seeds one at a time"):
+        train_seeds(cfg, data, plan, [0, 1], vectorize=True)
 
 
 def test_catalog_table_says_not_yet_run_for_unmeasured_entries():
@@ -52,3 +60,15 @@ def test_readme_catalog_is_the_table_built_from_the_records():
 
     readme = (ROOT / "README.md").read_text()
     assert readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip() == catalog_table()
+
+
+def test_mean_image_is_the_training_splits_per_pixel_mean(data_root):
+    """data.mean_image subtracts Caffe's compute_image_mean: each pixel's mean over the training split, from every split."""
+    cfg = compose(["paper=resnet20_cifar10", f"data.root={data_root}", "data.pixel_divisor=1"])
+    raw = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+    cfg.data.mean_image = True
+    centred = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+    mean = raw.x_train.sum(0) / len(raw.y_train)  # as compute_image_mean: sum over the database, divided by the count
+    assert torch.allclose(centred.x_train, raw.x_train - mean, rtol=0, atol=1e-12)
+    assert torch.allclose(centred.x_test, raw.x_test - mean, rtol=0, atol=1e-12)
+    assert mean.std() > 1  # random pixels: a mean image that varies, so a per-channel mean would not pass
