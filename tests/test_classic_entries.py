@@ -14,7 +14,7 @@ from replicate.plan import make_plan
 from replicate.train import train_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRIES = {"caffe_lenet_mnist": "mnist", "keras_mnist_mlp": "mnist", "resnet20_cifar10": "cifar10"}
+ENTRIES = {"caffe_lenet_mnist": "mnist", "keras_mnist_mlp": "mnist", "resnet20_cifar10": "cifar10", "caffe_cifar10_quick": "cifar10"}
 
 
 @pytest.fixture(scope="module")
