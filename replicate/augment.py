@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from replicate.config import ConfigError
+
 PADDING_MODES = ("zeros", "reflect")
 AUGMENT_STREAM, DROPOUT_STREAM = 1, 2  # independent streams per (seed, step): augmentation draws, dropout masks
 
@@ -59,7 +61,8 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
         return images
     batch, _, height, width = images.shape
     if size > min(height, width):
-        raise ValueError(f"augment.cutout={size} is larger than the {height}×{width} images")
+        raise ConfigError(f"augment.cutout={size} is larger than the {height}×{width} images; "
+                          f"use a side of at most {min(height, width)} pixels, or 0 for none")
     top = torch.randint(0, height - size + 1, (batch,), generator=generator, device=images.device)
     left = torch.randint(0, width - size + 1, (batch,), generator=generator, device=images.device)
     rows = torch.arange(height, device=images.device)[None, :]
@@ -81,7 +84,8 @@ def augment(images: torch.Tensor, settings, generator: torch.Generator) -> torch
 def augment_seeds(x: torch.Tensor, settings, seeds: list[int], step: int) -> torch.Tensor:
     """Each seed's batch augmented with its own (seed, step) draws. x: (n_seeds, batch, C, H, W)."""
     if x.dim() != 5:
-        raise ValueError(f"augmentation needs images (n_seeds, batch, C, H, W); got a batch of shape {list(x.shape)}")
+        raise ConfigError(f"augment.* needs images of shape (C, H, W); these examples have shape {list(x.shape[2:])} "
+                          "(data.flatten=true?): set data.flatten=false, or switch the augmentation off")
     generator = torch.Generator(device=x.device)
     rows = []
     for row, seed in zip(x, seeds):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from replicate.augment import augment, augment_seeds, cutout, random_crop, random_flip, step_seed
+from replicate.config import ConfigError
 
 
 
@@ -52,7 +53,7 @@ def test_cutout_zeroes_one_square_inside_each_image():
         assert torch.equal(zeroed[i], zeroed[i, :1].expand_as(zeroed[i]))  # the same square in every channel
     corners = {(int(zeroed[i, 0].any(1).nonzero()[0]), int(zeroed[i, 0].any(0).nonzero()[0])) for i in range(len(x))}
     assert {top for top, _ in corners} == set(range(6))  # corners 0..H−size: wholly inside, every position reachable
-    with pytest.raises(ValueError, match="larger than"):
+    with pytest.raises(ConfigError, match="larger than the 8×8 images; use a side of at most 8"):
         cutout(x, 9, torch.Generator())
 
 
@@ -70,5 +71,5 @@ def test_each_seed_gets_its_own_draws_whatever_trains_beside_it():
 
 
 def test_augmentation_needs_images():
-    with pytest.raises(ValueError, match="needs images"):
+    with pytest.raises(ConfigError, match=r"needs images of shape \(C, H, W\); these examples have shape \[784\]"):
         augment_seeds(torch.zeros(1, 4, 784), settings(flip=True), [0], step=0)
