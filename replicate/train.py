@@ -221,6 +221,10 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
     augmenting = is_active(OmegaConf.select(cfg, "augment"))
 
+    def shares(global_batch: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's share of a global batch (examples on axis 1), in micro-batches."""
+        return [global_batch] if world * accum == 1 else global_batch.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
+
     def diverged_so_far(end: int) -> list[int | None]:
         """First step whose objective was not finite, per seed (one device sync)."""
         bad = ~torch.isfinite(objectives[:, :end])
@@ -231,16 +235,16 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     for step in range(start, steps):
         indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
         batch = indices.shape[1]
-        # this rank's share of the global batch, in micro-batches
-        parts = [indices] if world * accum == 1 else indices.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
+        parts = shares(indices)
+        # the whole global batch augmented on the device with each seed's (seed, step) draws, then shared out: the
+        # same images however many ranks and micro-batches compute it
+        images = shares(augment_seeds(data.x_train[indices], cfg.augment, seeds, step)) if augmenting else None
         for micro, part in enumerate(parts):
             last = micro == len(parts) - 1
             with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast(device, precision):
-                x, y = data.x_train[part], data.y_train[part]
-                if augmenting:  # on the device, each seed's images with its own (seed, step) draws
-                    x = augment_seeds(x, cfg.augment, seeds, step)
-                if stack.trains_seeds_alone:  # dropout masks: a function of (seed, step), so a resumed run draws the same
-                    torch.manual_seed(step_seed(seeds[0], step * accum + micro, DROPOUT_STREAM))
+                x, y = data.x_train[part] if images is None else images[micro], data.y_train[part]
+                if stack.trains_seeds_alone:  # dropout masks from (seed, step, rank, micro-batch): a resumed run draws the same
+                    torch.manual_seed(step_seed(seeds[0], (step * world + rank) * accum + micro, DROPOUT_STREAM))
                 logits = stack(x)
                 losses = per_example_loss(logits, y)
                 objective = reduce_loss(losses, reduction, batch)  # normalised by the global batch

@@ -64,7 +64,7 @@ def test_readme_catalog_is_the_table_built_from_the_records():
 
 def test_mean_image_is_the_training_splits_per_pixel_mean(data_root):
     """data.mean_image subtracts Caffe's compute_image_mean: each pixel's mean over the training split, from every split."""
-    cfg = compose(["paper=resnet20_cifar10", f"data.root={data_root}", "data.pixel_divisor=1"])
+    cfg = compose(["paper=resnet20_cifar10", f"data.root={data_root}", "data.pixel_divisor=1", "data.mean_image=false"])
     raw = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
     cfg.data.mean_image = True
     centred = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
@@ -72,3 +72,19 @@ def test_mean_image_is_the_training_splits_per_pixel_mean(data_root):
     assert torch.allclose(centred.x_train, raw.x_train - mean, rtol=0, atol=1e-12)
     assert torch.allclose(centred.x_test, raw.x_test - mean, rtol=0, atol=1e-12)
     assert mean.std() > 1  # random pixels: a mean image that varies, so a per-channel mean would not pass
+
+
+def test_micro_batches_see_the_images_the_whole_batch_would(data_root):
+    """Augmentation draws for the global batch, then splits it: caffe_lenet_mnist with crop, flip and cutout in
+    float64 takes the same step in one batch of 64 or in two micro-batches of 32, up to summation order
+    (1e-12; images augmented per micro-batch with the batch's draws would differ by far more)."""
+    settings = ["paper=caffe_lenet_mnist", f"data.root={data_root}", "train.steps=1", "train.dtype=float64",
+                "augment.crop_padding=2", "augment.flip=true", "augment.cutout=6", "logger=none"]
+    results = []
+    for accum in (1, 2):
+        cfg = compose([*settings, f"train.accum_steps={accum}"])
+        data = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+        results.append(train_seeds(cfg, data, make_plan(cfg, n_train=len(data.y_train)), [0], vectorize=False)[0])
+    whole, split = results
+    for name, value in whole.parameters.items():
+        assert torch.allclose(split.parameters[name], value, rtol=0, atol=1e-12), name
