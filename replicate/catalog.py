@@ -110,11 +110,27 @@ def _replace_block(text: str, start: str, end: str, block: str, heading: str) ->
     return text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
 
 
+def unmeasured_claims(record: Path) -> list[dict]:
+    """For a record without a measured result: its config's claims, each measured as the record's status line says
+    (`**Status:** not yet run here (needs dataset / GPU)`), never a number."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    status = re.search(r"^\*\*Status:\*\* (.+)$", record.read_text(), re.MULTILINE)
+    config = record.parent.parent / "conf" / "paper" / f"{record.stem}.yaml"
+    if not status or not config.exists():
+        return [{}]
+    claims = OmegaConf.to_container(OmegaConf.load(config)).get("paper", {}).get("claims", [])
+    return [{"name": claim["name"], "claimed": claim["value"], "unit": claim["unit"],
+             "measured": status.group(1).strip()} for claim in claims] or [{}]
+
+
 def catalog_table(papers_dir: Path = ROOT / "papers") -> str:
     lines = ["| id | claim | claimed | measured (ours) | verdict | record |", "|---|---|---|---|---|---|"]
     for record in sorted(papers_dir.glob("*.md")):
         result = read_result(record)
-        for claim in result.get("claims", []) or [{}]:
+        for claim in result.get("claims", []) or unmeasured_claims(record):
             unit = "%" if claim.get("unit") == "%" else ""
             claimed = f"{claim['claimed']:g}{unit}" if claim else "—"
             lines.append(f"| `{record.stem}` | {claim.get('name', 'not yet run')} | {claimed} | "

@@ -25,10 +25,11 @@ class ConfigError(ValueError):
 STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
 DIRECTIONS = ("higher", "lower")
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
-CONV2D_MODELS = ("cnn2d",)  # models with 4-D convolution weights: train.channels_last applies
-MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru")  # mlp and logistic also map (…, T, d) → (…, T, classes)
+CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet")  # 4-D convolution weights: train.channels_last applies
+MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru",  # mlp and logistic also map (…, T, d) → (…, T, classes)
+          "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet")  # replicate.paper_models
 DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")
-DATA_ORDERS = ("sequential", "shuffle", "sklearn_shuffle")
+DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle")
 INITS = ("pytorch", "sklearn_glorot")
 SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
 DTYPES = ("float32", "float64")
@@ -91,6 +92,8 @@ class ModelConfig:
     bidirectional: bool = True
     stride: int = 1  # cnn1d_pool: convolution stride
     pool: str = "max"  # cnn1d_pool: none | max | avg | l2, over windows of 2 after each convolution
+    dropout: Optional[float] = None  # keras_mnist_mlp: drop probability after each hidden layer (None: 0.2)
+    depth: Optional[int] = None  # cifar_resnet: 6n + 2 layers (None: 20)
     init: str = "pytorch"  # one of INITS: PyTorch's default init, or scikit-learn's Glorot-uniform from its random_state
 
 
@@ -118,6 +121,17 @@ class DataConfig:
     std: List[float] = field(default_factory=list)  # per channel, divided by after the mean ([]: none)
     holdout: int = 0  # the last N training examples become a validation split (0: none)
     flatten: bool = False  # images as vectors (N, C·H·W) for MLPs and logistic regression, else (N, C, H, W)
+    mean_image: bool = False  # mnist, cifar10: subtract the training split's per-pixel mean image (Caffe's mean_file)
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time image augmentation, on the device (replicate.augment); evaluation sees the images as they are."""
+
+    crop_padding: int = 0  # pixels padded per side before a random crop back to the image size (0: none)
+    padding_mode: str = "zeros"  # zeros (He et al. 2016) | reflect (airbench's translate, cifar10-fast)
+    flip: bool = False  # mirror left-right with probability 1/2
+    cutout: int = 0  # side in pixels of a square set to 0 (cifar10-fast: 8); 0: none
 
 
 @dataclass
@@ -128,6 +142,7 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 0.0  # in the paper's own form (see conventions.weight_decay_form)
     decay_biases: bool = True  # False: weight decay on weight matrices only (scikit-learn, many Caffe nets)
+    bias_lr_mult: float = 1.0  # biases step with lr × this (Caffe's `lr_mult: 2` on bias blobs)
     eps: Optional[float] = None  # None: the optimizer's PyTorch default
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     alpha: float = 0.99  # RMSprop smoothing
@@ -213,6 +228,7 @@ class Config:
     paper: PaperConfig = field(default_factory=PaperConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
@@ -295,6 +311,7 @@ def check_config(cfg: Any) -> None:
 
     _require_choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
     _require_positive(cfg.optimizer.lr, "optimizer.lr")
+    _check_paper_model_settings(cfg)
     _require_positive(cfg.train.batch_size, "train.batch_size")
     _require_positive(cfg.seeds, "seeds")
     if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
@@ -376,6 +393,24 @@ def _check_optimizer_and_schedule(cfg: Any) -> None:
     if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
         raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
                           f"{len(schedule.knots)} and {len(schedule.values)}")
+
+
+def _check_paper_model_settings(cfg: Any) -> None:
+    """The settings the classic image recipes added: bias lr multiplier, dropout, augmentation."""
+    _require_positive(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
+    _require_finite(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
+    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.model.depth is not None and (cfg.model.depth < 8 or (cfg.model.depth - 2) % 6):
+        raise ConfigError(f"model.depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {cfg.model.depth}")
+    augment = cfg.augment
+    _require_choice(augment.padding_mode, ("zeros", "reflect"), "augment.padding_mode")
+    for name in ("crop_padding", "cutout"):
+        if augment[name] < 0:
+            raise ConfigError(f"augment.{name} must be >= 0 pixels (0: off), got {augment[name]}")
+    if (augment.crop_padding or augment.flip or augment.cutout) and cfg.model.name not in CONV2D_MODELS:
+        raise ConfigError(f"augment.* needs an image model ({', '.join(CONV2D_MODELS)}); model {cfg.model.name!r} "
+                          "takes vectors: set augment.crop_padding=0 augment.flip=false augment.cutout=0")
 
 
 def _require_finite(value: Any, what: str) -> None:

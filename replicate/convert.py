@@ -129,19 +129,29 @@ def _positive_int(args: dict, key: str, default=None):
     return value
 
 
+# training-set sizes of the standard files, for converting an entry before its files are downloaded: MNIST "a
+# training set of 60,000 examples" (yann.lecun.com/exdb/mnist), CIFAR-10 "50000 training images" (cs.toronto.edu/~kriz/cifar.html)
+PUBLISHED_TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000}
+
+
 def request_from_paper(args: dict) -> dict:
     """Source convention, optimizer, batch size and native hyperparameters of a catalog entry."""
     import torch
 
     from replicate.cli import available_papers
-    from replicate.config import compose, conventions_fields
+    from replicate.config import ConfigError, compose, conventions_fields
     from replicate.data import load_dataset
     from replicate.plan import has_constant_batch, native_hparams
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")
     cfg = compose([f"paper={args['paper']}"])
-    n_train = len(load_dataset(cfg.data, dtype=torch.float32, device="cpu").y_train)
+    try:
+        n_train = len(load_dataset(cfg.data, dtype=torch.float32, device="cpu").y_train)
+    except ConfigError:  # files not downloaded: only the size matters here (does every batch hold batch_size?)
+        if cfg.data.name not in PUBLISHED_TRAIN_SIZES:
+            raise
+        n_train = PUBLISHED_TRAIN_SIZES[cfg.data.name] - cfg.data.holdout
     batch_size = cfg.train.batch_size
     source = conventions.Convention(name=args["paper"], **conventions_fields(cfg))
     return {"source": source, "optimizer": cfg.optimizer.name, "batch_size": batch_size,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -47,7 +47,8 @@ def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str, pa
     from replicate.datasets import REAL_DATASETS, load_real_dataset
 
     if data_cfg.name in REAL_DATASETS:  # files under data.root; paper_id: for the command that fetches them
-        return load_real_dataset(data_cfg, dtype=dtype, device=device, paper_id=paper_id)
+        data = load_real_dataset(data_cfg, dtype=dtype, device=device, paper_id=paper_id)
+        return subtract_mean_image(data) if data_cfg.mean_image else data
     loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits, "sklearn_iris": _load_sklearn_iris,
                "synthetic": _make_synthetic}
     if data_cfg.name not in loaders:
@@ -70,6 +71,17 @@ def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str, pa
     description.update(n_train=len(y_train), n_test=0 if y_test is None else len(y_test),
                        input_shape=list(x_train.shape[1:]), num_classes=num_classes)
     return Dataset(data_cfg.name, x_train, y_train, x_test, y_test, num_classes, description)
+
+
+def subtract_mean_image(data: Dataset) -> Dataset:
+    """Every split minus the training split's per-pixel mean image: Caffe's `compute_image_mean` (the sum of each pixel
+    over the training database divided by the count, BVLC/caffe tools/compute_image_mean.cpp lines 84–104 at 9b89154)
+    applied through `mean_file`; He et al. 2016 section 4.2, "per-pixel mean subtracted". Averaged in float64."""
+    mean = data.x_train.to(torch.float64).mean(0, keepdim=True).to(data.x_train.dtype)
+    splits = {name: None if x is None else x - mean for name, x in (("x_train", data.x_train), ("x_test", data.x_test),
+                                                                    ("x_valid", data.x_valid))}
+    description = {**data.description, "mean_image": "the training split's per-pixel mean image subtracted from every split"}
+    return replace(data, **splits, description=description)
 
 
 def _minmax_scale(x_train, x_test):
@@ -208,6 +220,8 @@ class BatchOrder:
     Orders:
       sequential       batch k starts at (k·B) mod N, no shuffling, same for every seed
                        (greydanus/mnist1d notebooks/train.py: `bix = (step*batch_size) % len(x_train)`)
+      cycle            examples k·B … k·B + B − 1, all mod N: a database read round and round, batches running on
+                       across the epoch's end (BVLC/caffe src/caffe/layers/data_layer.cpp `Next`, lines 70–78)
       shuffle          a fresh torch.randperm each epoch from a generator seeded with the seed
       sklearn_shuffle  scikit-learn's MLP: each epoch `sklearn.utils.shuffle` with the model's
                        numpy RandomState (shared with its initialisation), then consecutive batches,
@@ -219,7 +233,7 @@ class BatchOrder:
         if batch_size > n:
             raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} examples)")
         self.n, self.batch_size, self.order, self.device = n, batch_size, order, device
-        self.drop_last = drop_last and order != "sequential"
+        self.drop_last = drop_last and order not in ("sequential", "cycle")
         self.seeds = list(seeds)
         self.numpy_streams = numpy_streams
         self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
@@ -227,7 +241,7 @@ class BatchOrder:
 
     @property
     def steps_per_epoch(self) -> int:
-        if self.order == "sequential" or not self.drop_last:
+        if self.order in ("sequential", "cycle") or not self.drop_last:
             return math.ceil(self.n / self.batch_size)
         return self.n // self.batch_size
 
@@ -236,6 +250,8 @@ class BatchOrder:
 
     def indices(self, step: int) -> torch.Tensor:
         """Long tensor (n_seeds, batch) of example indices for optimizer step `step` (0-based)."""
+        if self.order == "cycle":
+            return (step * self.batch_size + torch.arange(self.batch_size, device=self.device)).remainder_(self.n).expand(len(self.seeds), -1)
         if self.order == "sequential":
             start = (step * self.batch_size) % self.n
             window = torch.arange(start, min(start + self.batch_size, self.n), device=self.device)

@@ -206,7 +206,12 @@ def build_model(model_cfg) -> nn.Module:
         return Conv2dNet(**size, channels=model_cfg.channels or 8)
     if name == "gru":
         return BidirectionalGRU(**size, hidden_size=model_cfg.hidden_size or 6, bidirectional=model_cfg.bidirectional)
-    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, mlp2, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru")
+    from replicate.paper_models import PAPER_MODELS
+
+    if name in PAPER_MODELS:
+        return PAPER_MODELS[name](model_cfg)
+    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, mlp2, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru, "
+                      f"{', '.join(PAPER_MODELS)}")
 
 
 def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:

@@ -479,3 +479,30 @@ def build_optimizer(
     if rule in _PYTORCH_RULES:
         options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
     return Optimizer(groups, rule, dict(lr=lr, **options))
+
+
+def is_bias(name: str) -> bool:
+    """A bias by its parameter name (`ip1.bias`, `bn1.bias`), the rule decay_biases=false uses."""
+    return name.rsplit(".", 1)[-1].startswith("bias")
+
+
+def parameter_groups(names: list[str], decayed: list[str], weight_decay: float,
+                     bias_lr_mult: float = 1.0) -> list[tuple[list[str], float, float]]:
+    """Parameter names grouped as (names, weight decay, lr multiplier): the decayed ones with `weight_decay`, the
+    rest with none, and biases at lr × bias_lr_mult where that is not 1 (Caffe's per-blob `lr_mult`: local_rate =
+    rate · lr_mult, BVLC/caffe src/caffe/solvers/sgd_solver.cpp line 228 at 9b89154; `decay_mult` stays 1, so
+    Caffe's biases decay at the full weight_decay unless a prototxt says otherwise). Without weight decay or
+    multiplier, one group: the optimizer then steps one buffer."""
+    undecayed = [name for name in names if name not in decayed]
+    if weight_decay and decayed and undecayed:
+        by_decay = [(decayed, weight_decay), (undecayed, 0.0)]
+    else:
+        by_decay = [(decayed + undecayed, weight_decay if decayed else 0.0)]
+    if bias_lr_mult == 1:
+        return [(group, decay, 1.0) for group, decay in by_decay]
+    groups = []
+    for group, decay in by_decay:
+        for multiplier, members in ((1.0, [n for n in group if not is_bias(n)]), (bias_lr_mult, [n for n in group if is_bias(n)])):
+            if members:
+                groups.append((members, decay, multiplier))
+    return groups

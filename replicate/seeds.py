@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from replicate.config import ConfigError
 from replicate.models import build_model, initialize_like_sklearn
 from replicate.seed_gru import SeedGRU, seed_gru_covers
 
@@ -130,6 +131,11 @@ class SeedStack:
             if model_cfg.init == "sklearn_glorot":
                 initialize_like_sklearn(model.double(), numpy_streams[index])
             models.append(model.to(dtype=dtype, device=device))
+        # dropout masks and BatchNorm statistics belong to one seed's module (replicate.paper_models)
+        self.trains_seeds_alone = getattr(type(models[0]), "trains_seeds_alone", False)
+        if self.trains_seeds_alone and vectorize:
+            raise ConfigError(f"model {model_cfg.name} trains its seeds one at a time (dropout or BatchNorm state per "
+                              "seed); set train.batched=auto or train.batched=false")
         # NHWC weights: convolutions then run in channels_last order (PyTorch follows the weight's memory format)
         self.channels_last = channels_last
         self.vectorize, self.n_seeds = vectorize, len(seeds)
@@ -209,6 +215,8 @@ class SeedStack:
 
 def can_vectorize(model_cfg, data, dtype) -> bool:
     """Whether the seeds of this model can train as one computation: tried once on two seeds and two examples."""
+    if getattr(type(build_model(model_cfg)), "trains_seeds_alone", False):
+        return False
     try:
         stack = SeedStack(model_cfg, [0, 1], dtype=dtype, device=data.x_train.device, vectorize=True,
                           numpy_streams=[np.random.RandomState(0), np.random.RandomState(1)])

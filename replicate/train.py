@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.data import BatchOrder, Dataset
-from replicate.optim import build_optimizer
+from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
+from replicate.optim import build_optimizer, parameter_groups
 from replicate.plan import Plan, optimizer_arguments
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.seeds import SeedStack
@@ -143,8 +144,10 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
+    stack.module.eval()  # dropout off, BatchNorm on its running statistics
     logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
                         for i in range(0, len(y), chunk)], dim=1)
+    stack.module.train()
     targets = y.expand(stack.n_seeds, *y.shape)
     accuracy = (logits.argmax(-1) == targets).to(torch.float64).flatten(1).mean(1)
     return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
@@ -167,17 +170,14 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                        drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
     steps = total_steps(cfg.train, order)
     decayed = stack.decayed(cfg.optimizer.decay_biases)
-    undecayed = [name for name in stack.leaves if name not in decayed]
-    # the optimizer steps one buffer per parameter group, a row per seed (see SeedStack.flatten); without
-    # weight decay, decayed and undecayed parameters are one group
-    decay = applied["optimizer_weight_decay"]
-    groups, decays = ([decayed, undecayed], [decay, 0.0]) if decay and decayed and undecayed else ([decayed + undecayed], [decay])
+    # the optimizer steps one buffer per parameter group, a row per seed (see SeedStack.flatten)
+    groups = parameter_groups(list(stack.leaves), decayed, applied["optimizer_weight_decay"], cfg.optimizer.bias_lr_mult)
     precision = cfg.train.precision
-    buffers = stack.flatten(groups)
+    buffers = stack.flatten([names for names, _, _ in groups])
     if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
         buffers = [seed_rows(group) for group in buffers]
-    optimizer = build_optimizer([{"params": params, "weight_decay": coefficient}
-                                 for params, coefficient in zip(buffers, decays)],
+    optimizer = build_optimizer([{"params": params, "weight_decay": decay, "lr": applied["lr"] * multiplier}
+                                 for params, (_, decay, multiplier) in zip(buffers, groups)],
                                 cfg.optimizer.name, **optimizer_arguments(applied))
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
@@ -219,6 +219,11 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     constant_lr = schedule.name == "constant"
     tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
     clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
+    augmenting = is_active(OmegaConf.select(cfg, "augment"))
+
+    def shares(global_batch: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's share of a global batch (examples on axis 1), in micro-batches."""
+        return [global_batch] if world * accum == 1 else global_batch.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
 
     def diverged_so_far(end: int) -> list[int | None]:
         """First step whose objective was not finite, per seed (one device sync)."""
@@ -230,12 +235,16 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     for step in range(start, steps):
         indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
         batch = indices.shape[1]
-        # this rank's share of the global batch, in micro-batches
-        parts = [indices] if world * accum == 1 else indices.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
+        parts = shares(indices)
+        # the whole global batch augmented on the device with each seed's (seed, step) draws, then shared out: the
+        # same images however many ranks and micro-batches compute it
+        images = shares(augment_seeds(data.x_train[indices], cfg.augment, seeds, step)) if augmenting else None
         for micro, part in enumerate(parts):
             last = micro == len(parts) - 1
             with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast(device, precision):
-                x, y = data.x_train[part], data.y_train[part]
+                x, y = data.x_train[part] if images is None else images[micro], data.y_train[part]
+                if stack.trains_seeds_alone:  # dropout masks from (seed, step, rank, micro-batch): a resumed run draws the same
+                    torch.manual_seed(step_seed(seeds[0], (step * world + rank) * accum + micro, DROPOUT_STREAM))
                 logits = stack(x)
                 losses = per_example_loss(logits, y)
                 objective = reduce_loss(losses, reduction, batch)  # normalised by the global batch

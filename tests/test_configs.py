@@ -33,9 +33,21 @@ def test_paper_config_composes_and_states_its_claims(paper):
         assert cfg.conventions[field], f"conventions.{field} must be stated"
 
 
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """MNIST and CIFAR-10 files in their real formats, enough for the largest recipe batch (128)."""
+    from dataset_files import write_cifar10, write_mnist
+
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, n_train=130, n_test=20)
+    write_cifar10(root, per_batch=26, n_test=10)
+    return root
+
+
 @pytest.mark.parametrize("paper", PAPERS)
-def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path):
-    report = run_in_process([f"paper={paper}", "seeds=2", "train.steps=3", "logger=none"], tmp_path)
+def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, tiny_files):
+    files = [f"data.root={tiny_files}"] if compose([f"paper={paper}"]).data.name in ("mnist", "cifar10") else []
+    report = run_in_process([f"paper={paper}", "seeds=2", "train.steps=3", "logger=none", *files], tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["paper"]["id"] == paper and len(saved["seeds"]) == 2
     for claim in saved["claims"]:
