@@ -159,7 +159,7 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
 
     from replicate import conventions
     from replicate.identity import result_settings
-    from replicate.config import conventions_fields
+    from replicate.plan import conventions_fields
     from replicate.plan import make_plan
 
     target = conventions.Convention(name="reference", **{**conventions_fields(cfg), **reference})

@@ -15,11 +15,8 @@ from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hi
 
 from omegaconf import MISSING
 
+from replicate.errors import ConfigError
 from replicate.numerics import DEFAULT_MODE, MODES as NUMERICS_MODES
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; the message is one line: what is wrong, what is allowed."""
 
 
 STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
@@ -252,6 +249,7 @@ def check_config(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from replicate import conventions
+    from replicate.plan import conventions_fields
 
     unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False), Config)
     if unknown:
@@ -381,13 +379,6 @@ def _check_claim(claim: Any) -> None:
         raise ConfigError(f"claim {claim.name!r}: metric {claim.metric} is measured in {allowed}, not {claim.unit!r}")
     if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
         raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")
-
-
-def conventions_fields(cfg: Any) -> dict:
-    """The paper's `conventions` block as keyword arguments for replicate.conventions.Convention."""
-    from omegaconf import OmegaConf
-
-    return dict(OmegaConf.to_container(cfg.conventions, resolve=True))
 
 
 def unknown_keys(settings: Any, schema: Any, prefix: str = "") -> list[str]:

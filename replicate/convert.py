@@ -89,9 +89,9 @@ def request_from_paper(args: dict) -> dict:
     import torch
 
     from replicate.cli import available_papers
-    from replicate.config import compose, conventions_fields
+    from replicate.config import compose
     from replicate.data import load_dataset
-    from replicate.plan import has_constant_batch, native_hparams
+    from replicate.plan import conventions_fields, has_constant_batch, native_hparams
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")

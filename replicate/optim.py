@@ -20,13 +20,14 @@ before the update; "weight_decay_form" records which. The one exception is PyTor
 whose own "weight_decay" is already decoupled_lr.
 
 Usage:
-    optimizer = build_optimizer([{"params": model.parameters(), "weight_decay": 5e-4}], "sgd",
-                                lr=0.01, momentum=0.9, momentum_form="lr_inside")
+    settings = OptimizerSettings("sgd", lr=0.01, momentum=0.9, momentum_form="lr_inside", weight_decay=5e-4)
+    optimizer = build_optimizer([{"params": model.parameters()}], settings)
     loss.backward(); optimizer.step(); optimizer.zero_grad()
 """
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from torch.optim.adadelta import adadelta as pytorch_adadelta
@@ -37,6 +38,8 @@ from torch.optim.rmsprop import rmsprop as pytorch_rmsprop
 from torch.optim.sgd import sgd as pytorch_sgd
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+# PyTorch's default ε of each optimizer class (torch.optim.Adam(eps=1e-8), Adagrad 1e-10, Adadelta 1e-6, ...)
+DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
 
 MOMENTUM_FORMS = ("lr_outside", "lr_inside", "unit_gain")
 EPS_PLACEMENTS = ("outside", "inside_sqrt", "eps_hat")
@@ -371,111 +374,126 @@ def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None
     return True if use_fused else None
 
 
-def build_optimizer(
-    param_groups: list[dict],
-    name: str,
-    *,
-    lr: float,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    alpha: float = 0.99,
-    rho: float = 0.9,
-    centered: bool = False,
-    initial_accumulator_value: float = 0.0,
-    momentum_form: str = "lr_outside",
-    eps_placement: str = "outside",
-    weight_decay_form: str = "grad",
-    fused: bool | None = None,
-    rmsprop_initial_square: float = 0.0,
-) -> Optimizer:
-    """Build the optimizer that runs `name` in the given forms, natively.
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What the optimizer executes: `name` in the given forms, with numbers in the units its update
+    applies them (lr per step on the gradient of the loss as reduced; the caller converts from the
+    paper's units, see replicate.plan). Checked once, here; build_optimizer takes it as is.
 
-    param_groups: [{"params": [...], "weight_decay": λ}, ...]; λ is 0.0 for groups that must not decay.
-    lr: in the units the executed form applies it (the caller converts from the paper's units).
+    weight_decay: the coefficient of the parameter groups that decay (a group's own "weight_decay"
+        overrides it: 0.0 for the groups that must not decay).
     weight_decay_form: "grad" (g += λp), "decoupled_lr" (p -= lr*λ*p, PyTorch AdamW),
         "decoupled" (p -= λ*p each step, TensorFlow-Addons SGDW/AdamW; not scaled by lr).
     rmsprop_initial_square: starting value of RMSprop's mean square, only for
         eps_placement="inside_sqrt"; TF1's tf.train.RMSPropOptimizer used 1.0.
     fused: None uses PyTorch's fused kernel where it exists for the parameters' device and dtype.
     """
-    forms = native_forms(name)
-    _check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
-    _check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
-    _check_choice("weight_decay_form", weight_decay_form, WEIGHT_DECAY_FORMS)
-    for what, value in (("momentum_form", momentum_form), ("eps_placement", eps_placement),
-                        ("weight_decay_form", weight_decay_form)):
-        _check_choice(what, value, forms[what], name)
-    if not (lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
-    if momentum < 0:
-        raise ValueError(f"momentum must be >= 0, got {momentum}")
-    if momentum != 0 and name not in ("sgd", "rmsprop"):
-        raise ValueError(f"{name} has no momentum; momentum is allowed for: sgd, rmsprop")
-    if nesterov and (name != "sgd" or momentum == 0):
-        raise ValueError("nesterov=True needs name='sgd' and momentum > 0")
-    if nesterov and momentum_form == "unit_gain":
-        raise ValueError("nesterov is not available with momentum_form='unit_gain'; "
-                         "allowed: lr_outside, lr_inside")
-    if name in ("adam", "adamw") and not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"Adam betas must lie in [0, 1), got {tuple(betas)}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if centered and name != "rmsprop":
-        raise ValueError("centered=True applies only to name='rmsprop'")
-    if initial_accumulator_value != 0 and name != "adagrad":
-        raise ValueError("initial_accumulator_value applies only to name='adagrad'")
-    if rmsprop_initial_square != 0 and (name, eps_placement) != ("rmsprop", "inside_sqrt"):
-        raise ValueError("rmsprop_initial_square applies only to name='rmsprop' "
-                         "with eps_placement='inside_sqrt'")
-    if name == "rmsprop" and momentum != 0:
-        # PyTorch's RMSprop keeps lr outside its momentum buffer; TF1's kernel keeps it inside.
-        expected = "lr_inside" if eps_placement == "inside_sqrt" else "lr_outside"
-        _check_choice("momentum_form", momentum_form, (expected,),
-                      f"rmsprop with eps_placement={eps_placement!r}")
 
+    name: str
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99
+    rho: float = 0.9
+    centered: bool = False
+    initial_accumulator_value: float = 0.0
+    weight_decay: float = 0.0
+    momentum_form: str = "lr_outside"
+    eps_placement: str = "outside"
+    weight_decay_form: str = "grad"
+    fused: bool | None = None
+    rmsprop_initial_square: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))
+        name, momentum, nesterov = self.name, self.momentum, self.nesterov
+        momentum_form, eps_placement = self.momentum_form, self.eps_placement
+        forms = native_forms(name)
+        _check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
+        _check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
+        _check_choice("weight_decay_form", self.weight_decay_form, WEIGHT_DECAY_FORMS)
+        for what in ("momentum_form", "eps_placement", "weight_decay_form"):
+            _check_choice(what, getattr(self, what), forms[what], name)
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number >= 0, got {self.lr}")
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if momentum != 0 and name not in ("sgd", "rmsprop"):
+            raise ValueError(f"{name} has no momentum; momentum is allowed for: sgd, rmsprop")
+        if nesterov and (name != "sgd" or momentum == 0):
+            raise ValueError("nesterov=True needs name='sgd' and momentum > 0")
+        if nesterov and momentum_form == "unit_gain":
+            raise ValueError("nesterov is not available with momentum_form='unit_gain'; "
+                             "allowed: lr_outside, lr_inside")
+        if name in ("adam", "adamw") and not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {self.betas}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.centered and name != "rmsprop":
+            raise ValueError("centered=True applies only to name='rmsprop'")
+        if self.initial_accumulator_value != 0 and name != "adagrad":
+            raise ValueError("initial_accumulator_value applies only to name='adagrad'")
+        if self.rmsprop_initial_square != 0 and (name, eps_placement) != ("rmsprop", "inside_sqrt"):
+            raise ValueError("rmsprop_initial_square applies only to name='rmsprop' "
+                             "with eps_placement='inside_sqrt'")
+        if name == "rmsprop" and momentum != 0:
+            # PyTorch's RMSprop keeps lr outside its momentum buffer; TF1's kernel keeps it inside.
+            expected = "lr_inside" if eps_placement == "inside_sqrt" else "lr_outside"
+            _check_choice("momentum_form", momentum_form, (expected,),
+                          f"rmsprop with eps_placement={eps_placement!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def build_optimizer(param_groups: list[dict], settings: OptimizerSettings) -> Optimizer:
+    """The optimizer that runs `settings` natively over param_groups: [{"params": [...]}, ...], each
+    group with an optional "weight_decay" of its own (default: settings.weight_decay)."""
+    name, form, eps = settings.name, settings.weight_decay_form, settings.eps
     groups, parameters = [], []
     # PyTorch's AdamW is the one class whose own weight_decay is the decoupled_lr form.
-    native_decoupled = (name in ("adam", "adamw") and eps_placement == "outside"
-                        and weight_decay_form == "decoupled_lr")
+    native_decoupled = name in ("adam", "adamw") and settings.eps_placement == "outside" and form == "decoupled_lr"
     for group in param_groups:
         params = group["params"]
         group = dict(group, params=[params] if isinstance(params, torch.Tensor) else list(params))
-        decay = float(group.get("weight_decay", 0.0))
+        decay = float(group.get("weight_decay", settings.weight_decay))
         if decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {decay}")
-        if weight_decay_form != "grad" and not native_decoupled:
+        if form != "grad" and not native_decoupled:
             group["decoupled_weight_decay"], decay = decay, 0.0
         group["weight_decay"] = decay
-        group["weight_decay_form"] = weight_decay_form
+        group["weight_decay_form"] = form
         groups.append(group)
         parameters.extend(group["params"])
 
+    momentum, nesterov, momentum_form = settings.momentum, settings.nesterov, settings.momentum_form
     if name == "sgd" and momentum_form == "lr_outside":
         rule, options = pytorch_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd" and momentum_form == "lr_inside":
         rule, options = sutskever_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd":
         rule, options = unit_gain_sgd_rule, dict(momentum=momentum)
-    elif eps_placement == "outside" and name in ("adam", "adamw"):
-        rule, options = pytorch_adam_rule, dict(betas=tuple(betas), eps=eps, decoupled=native_decoupled)
+    elif settings.eps_placement == "outside" and name in ("adam", "adamw"):
+        rule, options = pytorch_adam_rule, dict(betas=settings.betas, eps=eps, decoupled=native_decoupled)
     elif name in ("adam", "adamw"):
-        rule = epsilon_hat_adam_rule if eps_placement == "eps_hat" else epsilon_inside_sqrt_adam_rule
-        options = dict(betas=tuple(betas), eps=eps)
-    elif name == "rmsprop" and eps_placement == "outside":
-        rule, options = pytorch_rmsprop_rule, dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
+        rule = epsilon_hat_adam_rule if settings.eps_placement == "eps_hat" else epsilon_inside_sqrt_adam_rule
+        options = dict(betas=settings.betas, eps=eps)
+    elif name == "rmsprop" and settings.eps_placement == "outside":
+        rule, options = pytorch_rmsprop_rule, dict(alpha=settings.alpha, eps=eps, momentum=momentum,
+                                                   centered=settings.centered)
     elif name == "rmsprop":
         rule = epsilon_inside_sqrt_rmsprop_rule
-        options = dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered, initial_square=rmsprop_initial_square)
+        options = dict(alpha=settings.alpha, eps=eps, momentum=momentum, centered=settings.centered,
+                       initial_square=settings.rmsprop_initial_square)
     elif name == "adagrad":
-        rule, options = pytorch_adagrad_rule, dict(eps=eps, initial_accumulator_value=initial_accumulator_value)
+        rule, options = pytorch_adagrad_rule, dict(eps=eps, initial_accumulator_value=settings.initial_accumulator_value)
     else:
-        rule, options = pytorch_adadelta_rule, dict(rho=rho, eps=eps)
+        rule, options = pytorch_adadelta_rule, dict(rho=settings.rho, eps=eps)
 
-    use_fused = _choose_fused(fused, rule, parameters)  # raises where fused=True has no kernel
+    use_fused = _choose_fused(settings.fused, rule, parameters)  # raises where fused=True has no kernel
     if rule in _FUSED_RULES:
         options["fused"] = use_fused
     if rule in _PYTORCH_RULES:
         options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
-    return Optimizer(groups, rule, dict(lr=lr, **options))
+    return Optimizer(groups, rule, dict(lr=settings.lr, **options))

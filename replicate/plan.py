@@ -1,24 +1,46 @@
-"""From a paper config to what the trainer executes: native hyperparameters, the executed convention,
-the converted hyperparameters with the rules linking them, and the optimizer settings in applied units.
+"""From a paper config to what the trainer executes: the paper's hyperparameters as stated (native),
+converted to the executed convention with the rules linking them, and the `Update` one training step
+runs, in the units the code applies them.
 
     plan = make_plan(cfg, n_train=4000)
-    plan.native, plan.executed, plan.conversion.rules, plan.applied
+    plan.native, plan.executed, plan.conversion.rules   # for the report and wandb
+    plan.update.optimizer.lr                            # what replicate.optim.build_optimizer runs
 
 Both hyperparameter sets are kept: the report and wandb show the paper's numbers next to the ones run.
+The conventions layer converts once (replicate.conventions.execute); `Update` is built and checked
+once here, and the trainer reads nothing else of the plan.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from replicate import conventions
-from replicate.config import ConfigError, conventions_fields
-from replicate.optim import build_optimizer, native_forms
+from replicate.conventions import DECAY_IN_LOSS
+from replicate.errors import ConfigError
+from replicate.optim import DEFAULT_EPS, OptimizerSettings, native_forms
 
-DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
-LOSS_FORMS = ("l2_half", "l2", "per_batch_l2")  # weight decay written into the loss (seen by clipping)
+# the optimizer's own settings in the report's "applied" record, None where they do not apply to it
+_APPLIED_OPTIONS = ("momentum", "nesterov", "eps", "alpha", "rho", "centered", "initial_accumulator_value",
+                    "grad_clip", "grad_clip_value")
 
 
-@dataclass
+@dataclass(frozen=True)
+class Update:
+    """What one training step executes, in applied units: the loss, the clipping, the optimizer."""
+
+    optimizer: OptimizerSettings  # handed as is to replicate.optim.build_optimizer
+    decay_biases: bool  # False: weight decay on weight matrices only (scikit-learn, many Caffe nets)
+    loss_reduction: str  # the executed convention's reduction of the per-example losses
+    loss_l2: float  # λ of the weight decay written into the executed loss (0.0: none)
+    loss_l2_form: str | None  # its form, one of conventions.DECAY_IN_LOSS
+    grad_clip: float | None  # global-norm threshold per seed, on the gradient of the executed loss
+    grad_clip_value: float | None  # elementwise threshold
+    # the paper's own L2 term, added to the reported objective so that it reads in the paper's units
+    reported_l2: float
+    reported_l2_form: str | None
+
+
+@dataclass(frozen=True)
 class Plan:
     optimizer: str
     native_convention: conventions.Convention
@@ -26,11 +48,27 @@ class Plan:
     native: dict  # hyperparameters as the paper states them
     executed: dict  # the same, converted to the executed convention
     conversion: conventions.Conversion | None  # None when the paper's own convention is executed
-    applied: dict = field(default_factory=dict)  # optimizer settings in the units the update applies them
+    update: Update
 
     @property
     def exact(self) -> bool:
         return self.conversion is None or self.conversion.exact
+
+    @property
+    def applied(self) -> dict:
+        """The update's settings as the report records them ("applied")."""
+        settings, update = self.update.optimizer, self.update
+        in_loss = update.loss_l2_form is not None
+        applied = {"lr": settings.lr, "loss_l2": update.loss_l2, "loss_l2_form": update.loss_l2_form,
+                   "optimizer_weight_decay": settings.weight_decay,
+                   "optimizer_weight_decay_form": "grad" if in_loss else settings.weight_decay_form}
+        values = {**vars(settings), "grad_clip": update.grad_clip, "grad_clip_value": update.grad_clip_value}
+        for key in _APPLIED_OPTIONS:
+            applied[key] = values[key] if key in self.executed else None
+        if "beta1" in self.executed:
+            applied["betas"] = settings.betas
+        applied["momentum_form"], applied["eps_placement"] = settings.momentum_form, settings.eps_placement
+        return applied
 
     def summary(self) -> dict:
         return {
@@ -46,8 +84,15 @@ class Plan:
         }
 
 
+def conventions_fields(cfg) -> dict:
+    """The paper's `conventions` block as keyword arguments for replicate.conventions.Convention."""
+    from omegaconf import OmegaConf
+
+    return dict(OmegaConf.to_container(cfg.conventions, resolve=True))
+
+
 def native_hparams(optimizer_cfg) -> dict:
-    """The optimizer block as the flat hyperparameter dict replicate.conventions converts."""
+    """The optimizer block as the hyperparameters replicate.conventions converts (those of this optimizer)."""
     name = optimizer_cfg.name
     allowed = conventions.OPTIMIZER_HPARAMS[name]
     values = {
@@ -87,78 +132,51 @@ def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None,
         raise ConfigError(str(error)) from None
     return build_plan(native_convention, executed_convention, native_hparams(cfg.optimizer), optimizer=cfg.optimizer.name,
                       batch_size=cfg.train.batch_size, seq_len=cfg.data.seq_len if cfg.data.name == "synthetic" else None,
-                      constant_batch=constant_batch, constant_lr=cfg.schedule.name == "constant")
+                      constant_batch=constant_batch, constant_lr=cfg.schedule.name == "constant",
+                      decay_biases=cfg.optimizer.decay_biases)
 
 
 def build_plan(native_convention, executed_convention, native: dict, *, optimizer: str, batch_size: int,
-               seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True) -> Plan:
+               seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True,
+               decay_biases: bool = True) -> Plan:
     """Convert `native` hyperparameters (stated in native_convention) to executed_convention (None: run as stated)."""
-    try:
-        if executed_convention is None:
-            executed_convention, executed, conversion = native_convention, dict(native), None
-        else:
-            conversion = conventions.convert(native, native_convention, executed_convention, optimizer=optimizer,
-                                             batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch,
-                                             constant_lr=constant_lr)
-            executed = dict(conversion.hparams)
-        plan = Plan(optimizer, native_convention, executed_convention, dict(native), executed, conversion)
-        plan.applied = applied_settings(executed_convention, executed, optimizer=optimizer, batch_size=batch_size,
-                                        seq_len=seq_len, constant_batch=constant_batch)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    check_executable(optimizer, plan.applied)
-    return plan
-
-
-def applied_settings(convention: conventions.Convention, hparams: dict, *, optimizer: str, batch_size: int,
-                     seq_len: int | None, constant_batch: bool) -> dict:
-    """Optimizer settings as the update applies them to the gradient of the reduced loss.
-
-    replicate.conventions.to_applied restates lr units (per example, per N examples) and
-    lr-independent decay as per-batch numbers; weight decay written into the loss goes to the loss,
-    the other forms to the optimizer.
-    """
+    convention = native_convention if executed_convention is None else executed_convention
     if convention.loss_reduction == "per_sequence_sum" and not seq_len:
         raise ConfigError("loss_reduction per_sequence_sum needs sequence data; "
                           "the classifiers in this catalog reduce over examples: mean or sum")
-    restated = conventions.to_applied(hparams, convention, optimizer=optimizer, batch_size=batch_size,
-                                      seq_len=seq_len, constant_batch=constant_batch)
-    values, form = restated.hparams, conventions.decay_form(restated.target, optimizer)
-    decay = values.get("weight_decay", 0.0)
-    applied = {"lr": values["lr"], "loss_l2": decay if form in LOSS_FORMS else 0.0,
-               "loss_l2_form": form if form in LOSS_FORMS else None,
-               "optimizer_weight_decay": 0.0 if form in LOSS_FORMS else decay,
-               "optimizer_weight_decay_form": "grad" if form in LOSS_FORMS else form}
-    for key in ("momentum", "nesterov", "eps", "alpha", "rho", "centered", "initial_accumulator_value",
-                "grad_clip", "grad_clip_value"):
-        applied[key] = values.get(key)
-    if "beta1" in values:
-        applied["betas"] = (values["beta1"], values["beta2"])
+    try:
+        execution = conventions.execute(native, native_convention, executed_convention, optimizer=optimizer,
+                                        batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch,
+                                        constant_lr=constant_lr)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    native_form = native_convention.weight_decay_form
+    update = executed_update(execution, convention, optimizer=optimizer, decay_biases=decay_biases,
+                             reported_l2=native.get("weight_decay", 0) if native_form in DECAY_IN_LOSS else 0,
+                             reported_l2_form=native_form if native_form in DECAY_IN_LOSS else None)
+    return Plan(optimizer, native_convention, convention, dict(native), execution.executed, execution.conversion, update)
+
+
+def executed_update(execution: conventions.Execution, convention: conventions.Convention, *, optimizer: str,
+                    decay_biases: bool, reported_l2: float, reported_l2_form: str | None) -> Update:
+    """The Update for the applied numbers: weight decay written into the loss goes to the loss, the other
+    forms to the optimizer; a form field that does not apply to this optimizer runs its only form."""
+    values, form = execution.applied, execution.applied_decay_form
+    decay, in_loss = values.get("weight_decay", 0.0), form in DECAY_IN_LOSS
     forms = native_forms(optimizer)
+    chosen = {}
     for field in ("momentum_form", "eps_placement"):
         value = getattr(convention, field)
-        if value not in forms[field] and len(forms[field]) == 1:
-            value = forms[field][0]  # the field does not apply to this optimizer: its only form runs
-        applied[field] = value
-    return applied
-
-
-def optimizer_arguments(applied: dict) -> dict:
-    """Keyword arguments for replicate.optim.build_optimizer from the applied settings."""
-    arguments = {"lr": applied["lr"], "weight_decay_form": applied["optimizer_weight_decay_form"],
-                 "momentum_form": applied["momentum_form"], "eps_placement": applied["eps_placement"]}
-    for key in ("momentum", "nesterov", "betas", "eps", "alpha", "rho", "centered", "initial_accumulator_value"):
-        if applied.get(key) is not None:
-            arguments[key] = applied[key]
-    return arguments
-
-
-def check_executable(optimizer: str, applied: dict) -> None:
-    """Build the optimizer once on a dummy parameter, so an impossible combination is a config error now."""
-    import torch
-
+        chosen[field] = forms[field][0] if value not in forms[field] and len(forms[field]) == 1 else value
+    options = {key: values[key] for key in ("momentum", "nesterov", "eps", "alpha", "rho", "centered",
+                                            "initial_accumulator_value") if values.get(key) is not None}
+    if "beta1" in values:
+        options["betas"] = (values["beta1"], values["beta2"])
     try:
-        build_optimizer([{"params": [torch.zeros(1, requires_grad=True)], "weight_decay": applied["optimizer_weight_decay"]}],
-                        optimizer, **optimizer_arguments(applied))
+        settings = OptimizerSettings(optimizer, lr=values["lr"], weight_decay=0.0 if in_loss else decay,
+                                     weight_decay_form="grad" if in_loss else form, **chosen, **options)
     except ValueError as error:
         raise ConfigError(f"the executed convention cannot run {optimizer}: {error}") from None
+    return Update(settings, decay_biases, convention.loss_reduction, decay if in_loss else 0.0,
+                  form if in_loss else None, values.get("grad_clip"), values.get("grad_clip_value"),
+                  reported_l2, reported_l2_form)

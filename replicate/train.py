@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.data import BatchOrder, Dataset
 from replicate.optim import build_optimizer
-from replicate.plan import Plan, optimizer_arguments
+from replicate.plan import Plan
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.seeds import SeedStack
 
@@ -158,7 +158,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     (replicate.checkpoint.stop_requested) saves it at the next step boundary and raises Interrupted."""
     started = time.perf_counter()
     dtype, device = data.x_train.dtype, data.x_train.device
-    applied = plan.applied
+    update = plan.update
     # scikit-learn draws the init and every epoch's shuffle from one RandomState(random_state)
     streams = [np.random.RandomState(seed) for seed in seeds]
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
@@ -166,23 +166,21 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
                        drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
     steps = total_steps(cfg.train, order)
-    decayed = stack.decayed(cfg.optimizer.decay_biases)
+    decayed = stack.decayed(update.decay_biases)
     undecayed = [name for name in stack.leaves if name not in decayed]
     # the optimizer steps one buffer per parameter group, a row per seed (see SeedStack.flatten); without
     # weight decay, decayed and undecayed parameters are one group
-    decay = applied["optimizer_weight_decay"]
+    decay = update.optimizer.weight_decay
     groups, decays = ([decayed, undecayed], [decay, 0.0]) if decay and decayed and undecayed else ([decayed + undecayed], [decay])
     precision = cfg.train.precision
     buffers = stack.flatten(groups)
     if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
         buffers = [seed_rows(group) for group in buffers]
     optimizer = build_optimizer([{"params": params, "weight_decay": coefficient}
-                                 for params, coefficient in zip(buffers, decays)],
-                                cfg.optimizer.name, **optimizer_arguments(applied))
+                                 for params, coefficient in zip(buffers, decays)], update.optimizer)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
-    native_form = plan.native_convention.weight_decay_form
-    native_l2 = plan.native.get("weight_decay", 0) if native_form in ("l2_half", "l2", "per_batch_l2") else 0
+    reduction, loss_form = update.loss_reduction, update.loss_l2_form
+    native_form, native_l2 = update.reported_l2_form, update.reported_l2
     # the paper's evaluation cadence, unless a shortened run would get fewer than 10 points from it
     eval_every = cfg.train.eval_every if cfg.train.eval_every and steps >= 10 * cfg.train.eval_every else max(1, steps // 25)
     loss_value = cfg.train.loss_value
@@ -218,7 +216,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     accum = cfg.train.accum_steps
     constant_lr = schedule.name == "constant"
     tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
-    clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
+    clipping = update.grad_clip is not None or update.grad_clip_value is not None
 
     def diverged_so_far(end: int) -> list[int | None]:
         """First step whose objective was not finite, per seed (one device sync)."""
@@ -241,8 +239,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
                 objective = reduce_loss(losses, reduction, batch)  # normalised by the global batch
                 if world > 1:
                     objective = objective * world  # DDP averages gradients over ranks
-                if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
-                    objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
+                if last and loss_form is not None and update.loss_l2 > 0:  # once per rank; DDP's average keeps it once
+                    objective = objective + l2_penalty(stack, decayed, loss_form, update.loss_l2, batch)
             # sum over seeds of per-seed losses: each seed keeps its own gradient scale (and loss scale)
             (scaler.scale(objective) if scaler else objective).sum().backward()
             with torch.no_grad():
@@ -258,7 +256,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if scaler:
             scaler.unscale_(optimizer)  # clip the true gradients
         if clipping:
-            clip_gradients(stack, applied["grad_clip"], applied["grad_clip_value"])
+            clip_gradients(stack, update.grad_clip, update.grad_clip_value)
         if not constant_lr:
             multiplier = lr_multiplier(schedule, step, steps, order)
             for group, base_lr in zip(optimizer.param_groups, base_lrs):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
-from replicate.optim import OPTIMIZERS, build_optimizer, native_forms
+from replicate.optim import OPTIMIZERS, OptimizerSettings, build_optimizer, native_forms
 
 DIMENSION, EXAMPLES, SEEDS, STEPS = 5, 20, 3, 50
 TOLERANCE = 1e-12
@@ -49,7 +49,7 @@ def train(optimizer, weights, steps=STEPS, lr_at=None, start=0):
 
 
 def build(weights, name, weight_decay=0.0, **options):
-    return build_optimizer([{"params": weights, "weight_decay": weight_decay}], name, **options)
+    return build_optimizer([{"params": weights, "weight_decay": weight_decay}], OptimizerSettings(name, **options))
 
 
 def max_difference(first, second) -> float:
@@ -242,12 +242,12 @@ def test_pytorch_forms_equal_the_torch_optim_classes_bit_for_bit(name, options, 
 
 def test_building_and_stepping_does_not_import_torch_dynamo():
     """torch.optim's classes import torch._dynamo (seconds of start-up) when built; ours must not."""
-    script = ("import sys, torch; from replicate.optim import build_optimizer, OPTIMIZERS\n"
+    script = ("import sys, torch; from replicate.optim import build_optimizer, OptimizerSettings, OPTIMIZERS\n"
               "for name in OPTIMIZERS:\n"
               "    p = torch.zeros(3, requires_grad=True); p.grad = torch.ones(3)\n"
               "    form = 'decoupled_lr' if name == 'adamw' else 'grad'\n"
               "    eps = 'inside_sqrt' if name == 'adadelta' else 'outside'\n"
-              "    o = build_optimizer([{'params': [p], 'weight_decay': 0.1}], name, lr=0.1, weight_decay_form=form, eps_placement=eps)\n"
+              "    o = build_optimizer([{'params': [p], 'weight_decay': 0.1}], OptimizerSettings(name, lr=0.1, weight_decay_form=form, eps_placement=eps))\n"
               "    o.step(); o.load_state_dict(o.state_dict())\n"
               "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -340,7 +340,7 @@ def test_every_optimizer_builds_and_steps_on_cuda_with_the_fused_kernels_this_to
 
 def test_caller_groups_are_not_modified():
     groups = [{"params": [fresh_weights()], "weight_decay": 0.1}]
-    build_optimizer(groups, "sgd", lr=0.1, weight_decay_form="decoupled")
+    build_optimizer(groups, OptimizerSettings("sgd", lr=0.1, weight_decay_form="decoupled"))
     assert set(groups[0]) == {"params", "weight_decay"} and groups[0]["weight_decay"] == 0.1
 
 

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.optim import build_optimizer
+from replicate.optim import OptimizerSettings, build_optimizer
 from replicate.plan import make_plan
 from replicate.precision import SeedGradScaler, seed_rows, set_tf32
 from replicate.train import reported_values, train_seeds
@@ -37,7 +37,7 @@ def test_seed_grad_scaler_gives_each_seed_what_torch_grad_scaler_gives_it_alone(
     alone = []
     for seed in (0, 1):
         parameter = torch.zeros(64, requires_grad=True)
-        optimizer = build_optimizer([{"params": [parameter]}], "adam", lr=1e-3)
+        optimizer = build_optimizer([{"params": [parameter]}], OptimizerSettings("adam", lr=1e-3))
         scaler = torch.amp.GradScaler("cpu", growth_interval=interval)
         scales = []
         for target in targets[seed]:
@@ -53,7 +53,7 @@ def test_seed_grad_scaler_gives_each_seed_what_torch_grad_scaler_gives_it_alone(
     together.grad = torch.zeros_like(together)
     buffer = together.detach()
     buffer.grad = together.grad
-    optimizer = build_optimizer([{"params": seed_rows([buffer])}], "adam", lr=1e-3)
+    optimizer = build_optimizer([{"params": seed_rows([buffer])}], OptimizerSettings("adam", lr=1e-3))
     scaler = SeedGradScaler(2, torch.device("cpu"), growth_interval=interval)
     scales = []
     for step in range(steps):

@@ -11,11 +11,13 @@ Owns: the `Convention` vocabulary, the framework/paper `PRESETS` with their evid
 from replicate.conventions.batch_scaling import scale_batch_size
 from replicate.conventions.convention import Convention, describe, get_convention
 from replicate.conventions.convert import (
-    OPTIMIZER_HPARAMS, Conversion, Rule, applied_convention, convert, decay_form, to_applied,
+    DECAY_IN_LOSS, OPTIMIZER_HPARAMS, Conversion, Execution, Rule, applied_convention, convert, decay_form, execute,
+    to_applied,
 )
 from replicate.conventions.presets import EVIDENCE, PRESETS
 
 __all__ = [
-    "Convention", "Conversion", "EVIDENCE", "OPTIMIZER_HPARAMS", "PRESETS", "Rule",
-    "applied_convention", "convert", "decay_form", "describe", "get_convention", "scale_batch_size", "to_applied",
+    "DECAY_IN_LOSS", "Convention", "Conversion", "EVIDENCE", "Execution", "OPTIMIZER_HPARAMS", "PRESETS", "Rule",
+    "applied_convention", "convert", "decay_form", "describe", "execute", "get_convention", "scale_batch_size",
+    "to_applied",
 ]
