@@ -14,7 +14,8 @@ from replicate.data import load_dataset
 from replicate.optim import OptimizerSettings, build_optimizer
 from replicate.plan import make_plan
 from replicate.precision import SeedGradScaler, seed_rows, set_tf32
-from replicate.train import reported_values, train_seeds
+from replicate.loss import reported_values
+from replicate.train import train_seeds
 
 
 def overflowing_targets(seed: int, steps: int, overflow_at: set[int]) -> list[torch.Tensor]:
