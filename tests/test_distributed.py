@@ -166,7 +166,7 @@ def _resume_false_worker(rank, world, port, run_dir, out):
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from replicate.cli import train_or_resume
+    from replicate.replication import train_or_resume
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -209,7 +209,7 @@ def test_torchrun_with_resume_false_retrains_on_every_rank_whatever_each_rank_se
 
 
 def test_a_local_rank_without_its_own_gpu_is_a_one_line_error():
-    from replicate.cli import rank_device
+    from replicate.replication import rank_device
     from replicate.config import ConfigError
 
     assert rank_device(1, 2, 2) == torch.device("cuda", 1)

@@ -369,3 +369,24 @@ def test_bad_input_raises_one_line_error_naming_allowed_values(name, options, al
 def test_native_forms_rejects_unknown_name():
     with pytest.raises(ValueError, match="allowed: sgd"):
         native_forms("lamb")
+
+
+def test_the_plan_hands_the_trainer_one_frozen_statement_checked_when_it_is_made():
+    import dataclasses
+
+    from replicate import conventions
+    from replicate.config import ConfigError
+    from replicate.plan import build_plan
+
+    hparams = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+    plan = build_plan(conventions.get_convention("sum"), conventions.get_convention("mean"), hparams,
+                      optimizer="sgd", batch_size=32)
+    settings = plan.update.optimizer
+    assert (settings.lr, settings.weight_decay) == pytest.approx((0.01 * 32, 5e-4 / 32))  # lr × B, λ / B
+    assert plan.native == hparams and plan.executed["lr"] == settings.lr == plan.applied["lr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.lr = 1.0
+    # PyTorch's RMSprop keeps lr outside its momentum buffer: refused when the plan is made, not in training
+    with pytest.raises(ConfigError, match="the executed convention cannot run rmsprop"):
+        build_plan(conventions.get_convention("mean", momentum_form="lr_inside"), None,
+                   {"lr": 0.01, "momentum": 0.9, "eps": 1e-8}, optimizer="rmsprop", batch_size=32)
