@@ -159,7 +159,7 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
     from omegaconf import OmegaConf
 
     from replicate import conventions
-    from replicate.plan import conventions_fields, make_plan
+    from replicate.hyperparameters import conventions_fields, make_plan
     from replicate.identity import result_settings
 
     target = conventions.Convention(name="reference", **{**conventions_fields(cfg), **reference})

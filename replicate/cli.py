@@ -126,7 +126,7 @@ def prepare_process(argv: list[str]) -> None:
     """What must be set before torch loads, for every command that trains in its own process: OpenMP
     workers that wait passively (their runtime reads the policy once) and runtime.numerics's pins (each
     library reads its dispatch setting once)."""
-    from replicate.runtime import wait_passively
+    from replicate.cpu import wait_passively
 
     wait_passively()
     pin_numerics(argv)

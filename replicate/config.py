@@ -158,7 +158,7 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     # intra-op threads; None: 1, except seeds batched on the CPU: one per seed up to the cores available
-    # (replicate.runtime.intra_op_threads says why)
+    # (replicate.cpu.intra_op_threads says why)
     threads: Optional[int] = None
     reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True

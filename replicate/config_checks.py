@@ -39,7 +39,7 @@ def check_config(cfg: Any) -> None:
     from replicate.loss import LOSS_VALUES
     from replicate.models import CONV2D_MODELS, INITS, MODELS
     from replicate.optim import OPTIMIZERS
-    from replicate.plan import conventions_fields
+    from replicate.hyperparameters import conventions_fields
     from replicate.precision import PRECISIONS
     from replicate.schedule import SCHEDULES
 

@@ -91,7 +91,7 @@ def request_from_paper(args: dict) -> dict:
     from replicate.cli import available_papers
     from replicate.config import compose
     from replicate.data import load_dataset
-    from replicate.plan import conventions_fields, has_constant_batch, native_hparams
+    from replicate.hyperparameters import conventions_fields, has_constant_batch, native_hparams
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")
@@ -160,7 +160,7 @@ def check_finite(result: dict) -> None:
 
 
 def run_verification(args: dict, request: dict, target, seq_len) -> dict:
-    from replicate.verify import verify_conversion
+    from replicate.conversion_proof import verify_conversion
 
     source = request["source"]
     if request["optimizer"] == "adadelta" and (source.loss_reduction, source.lr_unit) != (target.loss_reduction, target.lr_unit):

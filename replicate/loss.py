@@ -55,7 +55,7 @@ def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
 
 def l2_penalty(stack, names, form: str, coefficient: float, batch: int) -> torch.Tensor:
     """Weight decay written into the loss, per seed: (n_seeds,), over the parameters `names` of a
-    replicate.seeds.SeedStack."""
+    replicate.seed_stack.SeedStack."""
     squares = sum(stack.param(name).flatten(1).pow(2).sum(1) for name in names)
     # the loss term factor·λ·‖w‖² of each form in conventions.DECAY_IN_LOSS; per_batch_l2: scikit-learn's alpha/(2·n_batch)
     factor = {"l2_half": 0.5, "l2": 1.0, "per_batch_l2": 0.5 / batch}[form]

@@ -130,7 +130,7 @@ class BidirectionalGRU(nn.Module):
 
 
 def is_recurrent(model_cfg) -> bool:
-    """Whether the model steps through time (its step is a chain of small ops: replicate.runtime.intra_op_threads)."""
+    """Whether the model steps through time (its step is a chain of small ops: replicate.cpu.intra_op_threads)."""
     return model_cfg.name == "gru"
 
 

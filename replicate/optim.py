@@ -185,7 +185,7 @@ def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None
 class OptimizerSettings:
     """What the optimizer executes: `name` in the given forms, with numbers in the units its update
     applies them (lr per step on the gradient of the loss as reduced; the caller converts from the
-    paper's units, see replicate.plan). Checked once, here; build_optimizer takes it as is.
+    paper's units, see replicate.hyperparameters). Checked once, here; build_optimizer takes it as is.
 
     weight_decay: the coefficient of the parameter groups that decay (a group's own "weight_decay"
         overrides it: 0.0 for the groups that must not decay).

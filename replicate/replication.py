@@ -33,9 +33,9 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
 
     from replicate import report as reporting
     from replicate.checkpoint import deferred_stops
-    from replicate.runtime import intra_op_threads, reuse_freed_memory
+    from replicate.cpu import intra_op_threads, reuse_freed_memory
     from replicate.data import BatchOrder, load_dataset
-    from replicate.plan import make_plan
+    from replicate.hyperparameters import make_plan
     from replicate.identity import execution_identity
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.models import check_model_fits, is_recurrent
@@ -155,7 +155,7 @@ def deviations(cfg, plan, overrides: list[str]) -> list[str]:
 
 
 def training_path(model_cfg, vectorize: bool) -> str:
-    from replicate.seeds import batching_method
+    from replicate.seed_stack import batching_method
 
     return f"batched ({batching_method(model_cfg)})" if vectorize else "sequential"
 
@@ -298,7 +298,7 @@ def seeds_together(cfg, data, dtype, n_seeds: int) -> bool:
     bit for bit, while vmap's grouped convolutions sum in another order, which reduced precision rounds
     visibly (Adam turns a flipped sign of a small gradient into a 2·lr step) and fp16 can turn into
     another skipped step."""
-    from replicate.seeds import batching_method, can_vectorize
+    from replicate.seed_stack import batching_method, can_vectorize
 
     batched = str(cfg.train.batched).lower()
     if n_seeds == 1 or batched == "false":

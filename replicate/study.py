@@ -87,8 +87,8 @@ def final_losses(paper: str, *, convention: str, batch_size: int, lr: float, exa
     from replicate.config import compose
     from replicate.config_checks import check_config
     from replicate.data import load_dataset
-    from replicate.plan import make_plan
-    from replicate.seeds import can_vectorize
+    from replicate.hyperparameters import make_plan
+    from replicate.seed_stack import can_vectorize
     from replicate.train import train_seeds
 
     cfg = compose([f"paper={paper}", "optimizer.name=sgd", "optimizer.momentum=0", "optimizer.nesterov=false",
@@ -113,7 +113,7 @@ def run_lr_vs_batch(options: dict, log=print) -> dict:
     import torch
 
     from replicate.config import compose
-    from replicate.runtime import intra_op_threads
+    from replicate.cpu import intra_op_threads
     from replicate.data import load_dataset
 
     started = time.perf_counter()

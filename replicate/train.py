@@ -1,6 +1,6 @@
 """The training loop, written out: one seed, or several seeds trained together as one computation.
 
-Seeds train together as a SeedStack (replicate/seeds.py: every parameter on a leading seed axis).
+Seeds train together as a SeedStack (replicate/seed_stack.py: every parameter on a leading seed axis).
 Each seed keeps its own initialisation and data order, and the loss is the sum over seeds of each
 seed's own loss, so each seed's gradient is exactly its solo gradient. Models that cannot be batched
 train one seed at a time through the same code. This module owns the metric names a claim may use
@@ -26,12 +26,12 @@ from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.data import BatchOrder, Dataset
-from replicate.plan import Plan, Update
+from replicate.hyperparameters import Plan, Update
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.schedule import lr_multiplier
-from replicate.seeds import SeedStack
+from replicate.seed_stack import SeedStack
 
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
 

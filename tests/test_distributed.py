@@ -14,9 +14,9 @@ from conftest import ROOT, run_command
 from replicate import conventions
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.plan import build_plan, make_plan
+from replicate.hyperparameters import build_plan, make_plan
 from replicate.train import train_seeds
-from replicate.verify import verification_config
+from replicate.conversion_proof import verification_config
 
 CASES = [("mean", None), ("sum", None), ("per_sequence_sum", 4), ("mean", 4)]
 
@@ -137,7 +137,7 @@ def test_fp16_trains_with_loss_scaling_on_cpu(tmp_path):
 def test_channels_last_keeps_convolution_weights_nhwc_and_the_same_results(tmp_path):
     # the 8×8 digits through a 2-D CNN, 2 seeds batched under vmap: NHWC weights change memory order, not math
     from conftest import run_in_process
-    from replicate.seeds import SeedStack
+    from replicate.seed_stack import SeedStack
 
     common = ["paper=sklearn_digits_constant", "model.name=cnn2d", "model.init=pytorch", "seeds=2", "train.steps=20",
               "logger=none"]

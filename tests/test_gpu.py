@@ -13,7 +13,7 @@ import torch
 from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.optim import OPTIMIZERS, OptimizerSettings, build_optimizer, native_forms
-from replicate.plan import make_plan
+from replicate.hyperparameters import make_plan
 from replicate.train import train_seeds
 
 DEVICE = torch.device(os.environ.get("REPLICATE_TEST_DEVICE", "cuda"))

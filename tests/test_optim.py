@@ -376,7 +376,7 @@ def test_the_plan_hands_the_trainer_one_frozen_statement_checked_when_it_is_made
 
     from replicate import conventions
     from replicate.config import ConfigError
-    from replicate.plan import build_plan
+    from replicate.hyperparameters import build_plan
 
     hparams = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
     plan = build_plan(conventions.get_convention("sum"), conventions.get_convention("mean"), hparams,

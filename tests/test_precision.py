@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from replicate.config import compose
 from replicate.data import load_dataset
 from replicate.optim import OptimizerSettings, build_optimizer
-from replicate.plan import make_plan
+from replicate.hyperparameters import make_plan
 from replicate.precision import SeedGradScaler, seed_rows, set_tf32
 from replicate.loss import reported_values
 from replicate.train import train_seeds
@@ -197,7 +197,7 @@ class _ConvolutionFormats(TorchDispatchMode):
                    "channels with a reshape that copies the NHWC weight (a view of a padded per-seed row) into NCHW, and "
                    "the seeds' merged inputs are NCHW too; unfixed, found with this test (see the issue's item 6)")
 def test_channels_last_reaches_the_convolutions_of_seeds_batched_under_vmap():
-    from replicate.seeds import SeedStack
+    from replicate.seed_stack import SeedStack
 
     cfg = compose(["paper=sklearn_digits_constant", "model.name=cnn2d", "model.init=pytorch", "train.channels_last=true"])
     stack = SeedStack(cfg.model, [0, 1], dtype=torch.float32, device="cpu", vectorize=True, channels_last=True)

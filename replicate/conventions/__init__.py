@@ -10,7 +10,7 @@ Owns: the `Convention` vocabulary, the framework/paper `PRESETS` with their evid
 
 from replicate.conventions.batch_scaling import scale_batch_size
 from replicate.conventions.convention import Convention, describe, get_convention
-from replicate.conventions.convert import (
+from replicate.conventions.conversion import (
     DECAY_IN_LOSS, OPTIMIZER_HPARAMS, Conversion, Execution, Rule, applied_convention, convert, decay_form, execute,
     to_applied,
 )
