@@ -4,7 +4,7 @@ say which one reproduces the claims.
     python -m replicate.audit paper=sklearn_iris_invscaling_momentum              # the paper's own `unstated:` block
     python -m replicate.audit paper=mnist1d_mlp seeds=3 readings.conventions.loss_reduction=mean,sum
 
-Every combination of the listed readings is one replication through `replicate.cli.replicate_paper`
+Every combination of the listed readings is one replication through `replicate.replication.replicate_paper`
 (same seeds, same verdict rules, its own run directory and wandb group). Readings that the conversion
 layer proves to be the same update (for example lr inside or outside the momentum buffer at a constant
 learning rate: `replicate.conventions` converts one into the other exactly) form one equivalence class,
@@ -123,7 +123,8 @@ def make_readings(base_cfg, overrides: list[str], readings: dict[str, list[str]]
     and the readings per key that were used (the command line's, or the paper's `unstated:` block)."""
     from omegaconf import OmegaConf
 
-    from replicate.config import check_config, compose
+    from replicate.config import compose
+    from replicate.config_checks import check_config
 
     if not readings:
         readings = {entry.key: [_override_value(value) for value in entry.readings] for entry in base_cfg.paper.unstated}
@@ -159,9 +160,8 @@ def update_identity(cfg, reference: dict, n_train: int) -> str:
     from omegaconf import OmegaConf
 
     from replicate import conventions
+    from replicate.hyperparameters import conventions_fields, make_plan
     from replicate.identity import result_settings
-    from replicate.config import conventions_fields
-    from replicate.plan import make_plan
 
     target = conventions.Convention(name="reference", **{**conventions_fields(cfg), **reference})
     try:
@@ -256,9 +256,9 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
               log=print) -> tuple[dict, Path]:
     """Train every equivalence class once and judge it; returns (audit dict, audit directory)."""
     from replicate.checkpoint import run_lock
-    from replicate.cli import replicate_paper
     from replicate.config import compose
     from replicate.data import load_dataset
+    from replicate.replication import replicate_paper
 
     started = time.perf_counter()
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
 
 PADDING_MODES = ("zeros", "reflect")
 AUGMENT_STREAM, DROPOUT_STREAM = 1, 2  # independent streams per (seed, step): augmentation draws, dropout masks

@@ -19,7 +19,7 @@ Metrics (targets for a 2-core CPU):
   contended_slowdown  batched seeds at the default threads vs the best fixed count, every
                       core kept busy by another process (the bench starts and ends them)     ≤ 1.5
 plus equality checks: per-seed parameters of the batched runs (MLP, GRU) vs the sequential runs.
-Each in-process measurement runs at the thread count the CLI would give it (replicate.runtime):
+Each in-process measurement runs at the thread count the CLI would give it (replicate.cpu):
 one thread for a seed alone, one per seed up to the cores for the 8 batched seeds; seeds_speedup also
 reports the sequential runs at the batched thread count. threads=<n> sets every in-process
 measurement to n threads instead. The allocator is set as the CLI sets it; the subprocesses run the
@@ -193,8 +193,8 @@ def measure_in_process(torch, settings: dict, threads: dict, device) -> tuple[di
 
     from replicate.config import compose
     from replicate.data import load_dataset
-    from replicate.plan import make_plan
-    from replicate.seeds import SeedStack
+    from replicate.hyperparameters import make_plan
+    from replicate.seed_stack import SeedStack
     from replicate.train import train_seeds
 
     def setup(steps: int, dtype: str = "float32"):
@@ -399,7 +399,7 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     options = parse_arguments(sys.argv[1:] if argv is None else argv)
     settings = MODES[options["mode"]]
-    from replicate.runtime import intra_op_threads, reuse_freed_memory, wait_passively
+    from replicate.cpu import intra_op_threads, reuse_freed_memory, wait_passively
 
     wait_passively()  # as the CLI does, before torch loads
     from replicate.numerics import DEFAULT_MODE, apply_numerics

@@ -45,7 +45,7 @@ IMPORT_TORCH = "import time, torch; print('BENCH_MARK', time.time(), flush=True)
 # same overrides and run directory) whose task function imports torch, as the CLI's does, and marks
 HYDRA_FLOOR_DRIVER = """
 import os, sys, time, hydra
-from replicate.cli import conf_dir, register_resolvers
+from replicate.hydra_setup import conf_dir, register_resolvers
 from replicate.config import register_schema
 register_schema()
 register_resolvers()

@@ -54,14 +54,13 @@ def batched_step(torch, paper: str, n_seeds: int, device):
     once; each call takes the next batch. Returns (step, cfg)."""
     from replicate.bench_seeds import setup
     from replicate.optim import build_optimizer
-    from replicate.plan import optimizer_arguments
-    from replicate.seeds import SeedStack
+    from replicate.seed_stack import SeedStack
 
     cfg, data, plan = setup(torch, [f"paper={paper}"], 10, device)
     stack = SeedStack(cfg.model, list(range(n_seeds)), dtype=torch.float32, device=device)
     # no entry measured here decays its weights: one group, one buffer
     optimizer = build_optimizer([{"params": stack.flatten([list(stack.leaves)])[0], "weight_decay": 0.0}],
-                                cfg.optimizer.name, **optimizer_arguments(plan.applied))
+                                plan.update.optimizer)
     generator = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(len(data.y_train), (n_seeds, cfg.train.batch_size), generator=generator).to(device)
                for _ in range(16)]

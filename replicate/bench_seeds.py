@@ -24,7 +24,7 @@ BUSY = "import sys, time\ndeadline = float(sys.argv[1])\nwhile time.time() < dea
 def setup(torch, overrides: list[str], steps: int, device):
     from replicate.config import compose
     from replicate.data import load_dataset
-    from replicate.plan import make_plan
+    from replicate.hyperparameters import make_plan
 
     cfg = compose([*overrides, "logger=none", "runtime.progress=false", f"train.steps={steps}",
                    f"train.eval_every={max(1, steps // 10)}"])
@@ -37,8 +37,8 @@ def measure_gru_seeds(torch, settings: dict, device, threads: int | None, *, int
     """gru_seeds_speedup: the MNIST-1D GRU entry's 5 seeds batched (SeedGRU) vs 5 runs of one seed, each at
     the thread count the CLI gives it (or `threads`); and the equality check of the last timed runs, which
     must be bit for bit (tolerance 0), as for the MLP's seeds."""
-    from replicate.runtime import intra_op_threads
-    from replicate.seeds import batching_method
+    from replicate.cpu import intra_op_threads
+    from replicate.seed_stack import batching_method
     from replicate.train import train_seeds
 
     steps = settings["gru_steps"]
@@ -80,7 +80,7 @@ def thread_counts(cores: int) -> list[int]:
 def measure_contended(torch, settings: dict, device, default_threads: int, *, interleaved) -> dict:
     """contended_slowdown: 8 batched MLP seeds at the default thread count vs the fastest fixed thread count,
     while one busy process per core competes for the CPU; the busy processes end when this returns."""
-    from replicate.runtime import available_cores
+    from replicate.cpu import available_cores
     from replicate.train import train_seeds
 
     cfg, data, plan = setup(torch, ["paper=mnist1d_mlp"], settings["contended_steps"], device)

@@ -22,7 +22,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
 
 
 def group_name(seeds) -> str:

@@ -147,7 +147,7 @@ def combine_runs(runs: list[tuple[Path, dict]], warn=warn) -> list[dict]:
     A seed found in several runs counts once (the first run by path); the verdict is replicate.verdict.judge
     on the pooled per-seed values, in seed order, exactly as one run with all those seeds would be judged.
     """
-    from replicate.verdict import judge
+    from replicate.verdict import judge_claim
 
     groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
     for path, report in sorted(runs, key=lambda run: str(run[0])):
@@ -170,13 +170,7 @@ def combine_runs(runs: list[tuple[Path, dict]], warn=warn) -> list[dict]:
         first = members[0][1]
         for claim in first["claims"]:
             values = [pooled[seed][claim["name"]] for seed in seeds]
-            judged = values
-            if claim["statistic"] == "exact" and claim.get("seed") is not None and claim["seed"] in pooled:
-                judged = [pooled[claim["seed"]][claim["name"]]]  # the published run is this seed's run, as in cli
-            verdict = judge(judged, claimed=claim["claimed"], tolerance=claim["tolerance"],
-                            statistic=claim["statistic"], direction=claim.get("direction", "higher"),
-                            n_claimed=claim.get("n"), std_claimed=claim.get("std"), decimals=claim.get("decimals"),
-                            olympic=claim.get("olympic", False)).to_dict()
+            verdict = judge_claim(claim, values, seeds).to_dict()  # as one run with all these seeds is judged
             rows.append(_row(first, claim, verdict, values=values, seeds=seeds,
                              run_dirs=[str(path.parent) for path, _ in members],
                              wall_time_s=sum(float(report["wall_time_s"]) for _, report in members)))

@@ -1,54 +1,38 @@
-"""The configuration schema: what a paper config and a run may say, and the checks Hydra cannot do.
+"""The configuration schema: what a paper config and a run may say, and composing it.
 
-Hydra composes `conf/` into this schema, so a misspelt key is an error rather than a silent default.
-`check_config(cfg)` then checks values (positive learning rate, known names, ...) and raises
-`ConfigError` with a one-line message; the CLI prints it without a traceback.
+Hydra composes `conf/` into this schema, so a misspelt key is an error rather than a silent default;
+`unknown_override` and `allowed_keys` name the schema's keys for that error. The values the schema
+cannot express are checked by replicate.config_checks.check_config.
 
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), user_cfg); check_config(cfg)
+    cfg = compose(["paper=mnist1d_cnn", "seeds=3"])
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, is_dataclass
-from pathlib import Path
 from typing import Any, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING
 
-from replicate.numerics import DEFAULT_MODE, MODES as NUMERICS_MODES
+from replicate.errors import ConfigError  # noqa: F401  (raised by the checks; imported from here across the project)
+from replicate.numerics import DEFAULT_MODE
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration mistake; the message is one line: what is wrong, what is allowed."""
-
-
-STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
-DIRECTIONS = ("higher", "lower")
-METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
-CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet")  # 4-D convolution weights: train.channels_last applies
-MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru",  # mlp and logistic also map (…, T, d) → (…, T, classes)
-          "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet")  # replicate.paper_models
-DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")
-DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle")
-INITS = ("pytorch", "sklearn_glorot")
-SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
+# the allowed values of a run's own settings; each other name a config may use is owned by the module that
+# implements it (replicate.config_checks lists them)
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
-LOGGERS = ("wandb", "none")
-LOSSES = ("cross_entropy", "clipped_log_loss")
-UNITS = ("%", "fraction", "nats")  # metrics are measured as fractions and nats; a % claim is compared × 100
 MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws scikit-learn's init and shuffles, takes seeds below 2**32
 
 
 @dataclass
 class ClaimConfig:
     name: str = MISSING  # human-readable, e.g. "test accuracy (MLP)"
-    metric: str = MISSING  # one of METRICS: what the trainer measures for this claim
+    metric: str = MISSING  # one of replicate.train.METRICS: what the trainer measures for this claim
     split: str = MISSING  # "test" | "train": the data the number is computed on
     value: float = MISSING  # the published number, in `unit`
     unit: str = MISSING  # "%" | "fraction" | "nats"
     direction: str = MISSING  # which way is better: "higher" | "lower"
-    statistic: str = MISSING  # what the published number is: one of STATISTICS
+    statistic: str = MISSING  # what the published number is: one of replicate.verdict.STATISTICS
     n: Optional[int] = None  # runs behind the published number (mean_of_n, median_of_n, best_of_n)
     std: Optional[float] = None  # published spread, when the source gives one
     tolerance: float = MISSING  # margin, in `unit`, within which a measurement counts as the same result
@@ -200,7 +184,7 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     # intra-op threads; None: 1, except seeds batched on the CPU: one per seed up to the cores available
-    # (replicate.runtime.intra_op_threads says why)
+    # (replicate.cpu.intra_op_threads says why)
     threads: Optional[int] = None
     reuse_memory: bool = True  # glibc keeps freed tensor memory for reuse (no page faults per new tensor)
     progress: bool = True
@@ -255,195 +239,12 @@ def compose(overrides: list[str] | None = None):
     """The composed config for overrides, as `python -m replicate <overrides>` would see it (for tests and tools)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from replicate.cli import conf_dir
-
-    from replicate.cli import register_resolvers
+    from replicate.hydra_setup import conf_dir, register_resolvers
 
     register_schema()
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides or []))
-
-
-def _require_choice(value: Any, allowed: tuple, what: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
-
-
-def _require_positive(value: Any, what: str) -> None:
-    if value is None or value <= 0:
-        raise ConfigError(f"{what} must be positive, got {value!r}")
-
-
-def check_config(cfg: Any) -> None:
-    """Check values the schema cannot express. Raises ConfigError with one line."""
-    from omegaconf import OmegaConf
-
-    from replicate import conventions
-
-    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False), Config)
-    if unknown:
-        parent = unknown[0].rpartition(".")[0]
-        allowed = ", ".join(allowed_keys(parent)) or "none"
-        raise ConfigError(f"unknown setting {unknown[0]}; allowed under {parent or 'the top level'}: {allowed}; "
-                          "a leading + adds a key but does not make a misspelt one valid: correct the name")
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"missing value(s) for {', '.join(missing)}; every paper config states these")
-
-    _require_choice(cfg.model.name, MODELS, "model")
-    _require_choice(cfg.model.init, INITS, "model.init")
-    _require_choice(cfg.data.name, DATASETS, "dataset")
-    _require_choice(cfg.data.order, DATA_ORDERS, "data.order")
-    _require_choice(cfg.data.scaling, ("none", "minmax"), "data.scaling")
-    _require_choice(cfg.schedule.name, SCHEDULES, "schedule")
-    _require_choice(cfg.train.dtype, DTYPES, "train.dtype")
-    _require_choice(cfg.train.loss_value, LOSSES, "train.loss_value")
-    _require_choice(str(cfg.train.batched).lower(), ("auto", "true", "false"), "train.batched")
-    _require_choice(cfg.device, DEVICES, "device")
-    _require_choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision")
-    _require_positive(cfg.train.accum_steps, "train.accum_steps")
-    if cfg.train.channels_last and cfg.model.name not in CONV2D_MODELS:
-        raise ConfigError(f"train.channels_last=true needs a model with 2-D convolutions; model {cfg.model.name!r} "
-                          f"has none (allowed: {', '.join(CONV2D_MODELS)})")
-    _require_choice(cfg.logger, LOGGERS, "logger")
-    from replicate.optim import OPTIMIZERS
-
-    _require_choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
-    _require_positive(cfg.optimizer.lr, "optimizer.lr")
-    _check_paper_model_settings(cfg)
-    _require_positive(cfg.train.batch_size, "train.batch_size")
-    _require_positive(cfg.seeds, "seeds")
-    if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
-        raise ConfigError(f"seed must be >= 0 and <= {MAX_SEED} (numpy's seed range), got {cfg.seed}")
-    if cfg.seeds - 1 > MAX_SEED:
-        raise ConfigError(f"seeds must be at most {MAX_SEED + 1} (seeds are 0..seeds-1), got {cfg.seeds}")
-    if cfg.train.steps is None and cfg.train.epochs is None:
-        raise ConfigError("set train.steps or train.epochs")
-    if cfg.train.steps is not None:
-        _require_positive(cfg.train.steps, "train.steps")
-    if cfg.train.epochs is not None:
-        _require_positive(cfg.train.epochs, "train.epochs")
-    if cfg.optimizer.weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
-    if not 0 <= cfg.optimizer.momentum < 1:
-        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {cfg.optimizer.momentum}")
-    for limit in ("grad_clip", "grad_clip_value"):
-        value = cfg.optimizer[limit]
-        if value is not None:
-            _require_positive(value, f"optimizer.{limit}")
-    if cfg.checkpoint.every < 0:
-        raise ConfigError(f"checkpoint.every must be >= 0 (0 turns checkpoints off), got {cfg.checkpoint.every}")
-    if cfg.data.root is not None and not Path(cfg.data.root).expanduser().is_dir():
-        raise ConfigError(f"data.root {cfg.data.root} is not a directory; create it, or leave data.root unset "
-                          "to use the cache in ~/.cache/replicate ($REPLICATE_CACHE)")
-    if cfg.runtime.threads is not None:
-        _require_positive(cfg.runtime.threads, "runtime.threads")
-    for size in ("input_size", "output_size", "hidden_size", "channels"):
-        if cfg.model[size] is not None:
-            _require_positive(cfg.model[size], f"model.{size}")
-    for name in ("lr", "momentum", "weight_decay", "eps", "alpha", "rho", "initial_accumulator_value",
-                 "grad_clip", "grad_clip_value"):
-        _require_finite(cfg.optimizer[name], f"optimizer.{name}")
-    _check_optimizer_and_schedule(cfg)
-    if cfg.train.eval_every < 0:
-        raise ConfigError(f"train.eval_every must be >= 0 (0: about 25 points per run), got {cfg.train.eval_every}")
-    _require_positive(cfg.model.stride, "model.stride")
-    if cfg.data.num_samples is not None:
-        _require_positive(cfg.data.num_samples, "data.num_samples")
-    if cfg.data.train_split is not None and not 0 < cfg.data.train_split < 1:
-        raise ConfigError(f"data.train_split must be in (0, 1): the fraction of examples used for training, "
-                          f"got {cfg.data.train_split}")
-    if cfg.data.label_noise is not None and not 0 <= cfg.data.label_noise <= 1:
-        raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
-                          f"got {cfg.data.label_noise}")
-    if cfg.data.name == "synthetic":
-        for name in ("size", "features", "classes"):
-            _require_positive(cfg.data[name], f"data.{name}")
-    _require_choice(cfg.runtime.numerics, NUMERICS_MODES, "runtime.numerics")
-    try:
-        conventions.Convention(name="native", **conventions_fields(cfg))
-        if cfg.train.convention is not None:
-            conventions.get_convention(cfg.train.convention)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if not cfg.paper.claims:
-        raise ConfigError(f"paper {cfg.paper.id!r} states no claims; add at least one under paper.claims")
-    for claim in cfg.paper.claims:
-        _check_claim(claim)
-
-
-def _check_optimizer_and_schedule(cfg: Any) -> None:
-    """Values PyTorch's update rules or the schedules would reject with a traceback, or run as nonsense."""
-    optimizer, schedule = cfg.optimizer, cfg.schedule
-    betas = list(optimizer.betas)
-    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
-        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}; e.g. optimizer.betas=[0.9,0.999]")
-    if optimizer.eps is not None:
-        _require_positive(optimizer.eps, "optimizer.eps")
-    for name in ("alpha", "rho"):
-        if not 0 <= optimizer[name] <= 1:
-            raise ConfigError(f"optimizer.{name} must be in [0, 1], got {optimizer[name]}")
-    if optimizer.initial_accumulator_value < 0:
-        raise ConfigError(f"optimizer.initial_accumulator_value must be >= 0, got {optimizer.initial_accumulator_value}")
-    if schedule.name == "step":
-        _require_positive(schedule.step_size, "schedule.step_size")
-    if schedule.name in ("step", "multistep", "inv"):
-        _require_positive(schedule.gamma, "schedule.gamma")
-    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
-        raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
-                          f"{len(schedule.knots)} and {len(schedule.values)}")
-
-
-def _check_paper_model_settings(cfg: Any) -> None:
-    """The settings the classic image recipes added: bias lr multiplier, dropout, augmentation."""
-    _require_positive(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
-    _require_finite(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
-    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
-    if cfg.model.depth is not None and (cfg.model.depth < 8 or (cfg.model.depth - 2) % 6):
-        raise ConfigError(f"model.depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {cfg.model.depth}")
-    augment = cfg.augment
-    _require_choice(augment.padding_mode, ("zeros", "reflect"), "augment.padding_mode")
-    for name in ("crop_padding", "cutout"):
-        if augment[name] < 0:
-            raise ConfigError(f"augment.{name} must be >= 0 pixels (0: off), got {augment[name]}")
-    if (augment.crop_padding or augment.flip or augment.cutout) and cfg.model.name not in CONV2D_MODELS:
-        raise ConfigError(f"augment.* needs an image model ({', '.join(CONV2D_MODELS)}); model {cfg.model.name!r} "
-                          "takes vectors: set augment.crop_padding=0 augment.flip=false augment.cutout=0")
-
-
-def _require_finite(value: Any, what: str) -> None:
-    if value is not None and not math.isfinite(value):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")
-
-
-def _check_claim(claim: Any) -> None:
-    _require_choice(claim.statistic, STATISTICS, f"statistic in claim {claim.name!r}")
-    _require_choice(claim.direction, DIRECTIONS, f"direction in claim {claim.name!r}")
-    _require_choice(claim.metric, METRICS, f"metric in claim {claim.name!r}")
-    _require_choice(claim.unit, UNITS, f"unit in claim {claim.name!r}")
-    for key in ("value", "tolerance", "std"):
-        _require_finite(claim[key], f"claim {claim.name!r}: {key}")
-    if claim.tolerance < 0:
-        raise ConfigError(f"claim {claim.name!r}: tolerance must be >= 0, got {claim.tolerance}")
-    if claim.std is not None and claim.std < 0:
-        raise ConfigError(f"claim {claim.name!r}: std must be >= 0, got {claim.std}")
-    if claim.n is not None and claim.n < 1:
-        raise ConfigError(f"claim {claim.name!r}: n must be positive, got {claim.n}")
-    loss = claim.metric.endswith("loss")
-    if loss != (claim.unit == "nats"):
-        allowed = "nats" if loss else "% or fraction"
-        raise ConfigError(f"claim {claim.name!r}: metric {claim.metric} is measured in {allowed}, not {claim.unit!r}")
-    if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
-        raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")
-
-
-def conventions_fields(cfg: Any) -> dict:
-    """The paper's `conventions` block as keyword arguments for replicate.conventions.Convention."""
-    from omegaconf import OmegaConf
-
-    return dict(OmegaConf.to_container(cfg.conventions, resolve=True))
 
 
 def unknown_keys(settings: Any, schema: Any, prefix: str = "") -> list[str]:
@@ -495,41 +296,3 @@ def allowed_keys(dotted: str) -> list[str]:
             return []
         schema = hint
     return sorted(get_type_hints(schema))
-
-
-def check_model_fits(cfg: Any, data: Any, n_seeds: int) -> None:
-    """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
-    which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
-    import os
-
-    import torch
-
-    from replicate.models import build_model
-
-    if not data.x_train.is_floating_point():  # ptb: word ids, for a model with an embedding, which none here has yet
-        raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
-                          "real-valued features); the PTB language model and its loop are not in the trainer yet")
-    if cfg.model.output_size != data.num_classes:
-        raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
-                          f"{data.num_classes} classes; set model.output_size={data.num_classes}")
-    with torch.device("meta"):
-        model = build_model(cfg.model)
-        example = torch.empty(2, *data.x_train.shape[1:], dtype=data.x_train.dtype)
-        try:
-            model.to(data.x_train.dtype)(example)
-        except (RuntimeError, ValueError) as error:
-            raise ConfigError(f"model {cfg.model.name} with model.input_size={cfg.model.input_size} does not fit "
-                              f"the data's examples of shape {list(data.x_train.shape[1:])} "
-                              f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
-    # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
-    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * data.x_train.element_size()
-    device = data.x_train.device
-    try:
-        available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-                     else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError, RuntimeError):
-        return
-    if needed > available:
-        raise ConfigError(f"the model needs at least {needed / 2**30:.1f} GiB for {n_seeds} seed(s) (parameters, "
-                          f"gradients, optimizer state); the {device.type} has {available / 2**30:.1f} GiB; reduce "
-                          "model.hidden_size or model.channels, or seeds")

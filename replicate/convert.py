@@ -138,10 +138,10 @@ def request_from_paper(args: dict) -> dict:
     """Source convention, optimizer, batch size and native hyperparameters of a catalog entry."""
     import torch
 
-    from replicate.cli import available_papers
-    from replicate.config import ConfigError, compose, conventions_fields
+    from replicate.hydra_setup import available_papers
+    from replicate.config import ConfigError, compose
     from replicate.data import load_dataset
-    from replicate.plan import has_constant_batch, native_hparams
+    from replicate.hyperparameters import conventions_fields, has_constant_batch, native_hparams
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")
@@ -223,7 +223,7 @@ def check_finite(result: dict) -> None:
 
 
 def run_verification(args: dict, request: dict, target, seq_len) -> dict:
-    from replicate.verify import verify_conversion
+    from replicate.conversion_proof import verify_conversion
 
     source = request["source"]
     if request["optimizer"] == "adadelta" and (source.loss_reduction, source.lr_unit) != (target.loss_reduction, target.lr_unit):

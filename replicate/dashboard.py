@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from replicate.arguments import Command, Option, UsageError, fail
-from replicate.cli import conf_dir
+from replicate.hydra_setup import conf_dir
 
 PAPERS_DIR = conf_dir() / "paper"  # conf/ in a checkout, replicate/conf in an installed wheel
 # how the seeds of one group aggregate into the claim's statistic (docs/wandb.md)

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from replicate.checkpoint import replace_atomically
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
+
+# the dataset names a config may use (data.name); a new dataset: its name here and its loader in load_dataset
+DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")  # the last three: replicate.datasets
+DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle")  # data.order: how BatchOrder walks the training set
+SCALINGS = ("none", "minmax")  # data.scaling: feature scaling fitted on the training set
 
 
 @dataclass
@@ -278,7 +283,7 @@ class BatchOrder:
                 stream.shuffle(permutation)
                 self._sklearn_order[row] = self._sklearn_order[row][permutation]
             return torch.stack([torch.from_numpy(order) for order in self._sklearn_order])
-        raise ConfigError(f"unknown data.order {self.order!r}; allowed: sequential, shuffle, sklearn_shuffle")
+        raise ConfigError(f"unknown data.order {self.order!r}; allowed: {', '.join(DATA_ORDERS)}")
 
     def state_dict(self) -> dict:
         return {"epoch": self._epoch, "permutations": self._permutations,

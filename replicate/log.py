@@ -19,13 +19,16 @@ from pathlib import Path
 
 from replicate.report import format_measured, write_atomically
 
+LOGGERS = ("wandb", "none")  # logger: the wandb mirror (offline unless told otherwise), or the console alone
 JOB_TYPES = ("replicate", "verify", "audit")  # what produced the run: a replication, a conversion proof, an audit
 RUN_IDS_FILE = "wandb_ids.json"  # {job_type: {seed: wandb run id}}, so logging a run dir again resumes its runs
 INIT_TIMEOUT_S = 20.0  # wandb waits 90 s by default; an unreachable server should cost seconds. $WANDB_INIT_TIMEOUT wins
 MAX_TAG_LENGTH = 64  # wandb rejects longer tags
 
 
-def print_summary(report: dict, report_path: str, stream=sys.stdout) -> None:
+def print_summary(report: dict, report_path: str, stream=None) -> None:
+    # sys.stdout as it is now, not when this module was imported: replicate.audit redirects it to stderr
+    stream = stream or sys.stdout
     rows = [("claim", "claimed", "measured mean ± std (n)", "verdict")]
     for claim in report["claims"]:
         unit = "%" if claim["unit"] == "%" else ""

@@ -7,12 +7,20 @@ Each class cites the source it transcribes; the architecture is the paper's, the
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
+
+# the model names a config may use (model.name); a new model: its name here and its branch in build_model
+MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru",  # mlp and logistic also map (…, T, d) → (…, T, classes)
+          "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet")  # the last four: replicate.paper_models
+CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet")  # 4-D convolution weights: train.channels_last applies
+INITS = ("pytorch", "sklearn_glorot")  # model.init: PyTorch's default, or initialize_like_sklearn
 
 
 class Logistic(nn.Module):
@@ -181,7 +189,7 @@ class BidirectionalGRU(nn.Module):
 
 
 def is_recurrent(model_cfg) -> bool:
-    """Whether the model steps through time (its step is a chain of small ops: replicate.runtime.intra_op_threads)."""
+    """Whether the model steps through time (its step is a chain of small ops: replicate.cpu.intra_op_threads)."""
     return model_cfg.name == "gru"
 
 
@@ -210,8 +218,7 @@ def build_model(model_cfg) -> nn.Module:
 
     if name in PAPER_MODELS:
         return PAPER_MODELS[name](model_cfg)
-    raise ConfigError(f"unknown model {name!r}; allowed: logistic, mlp, mlp2, residual_mlp, cnn1d, cnn1d_pool, cnn2d, gru, "
-                      f"{', '.join(PAPER_MODELS)}")
+    raise ConfigError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
 
 
 def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomState) -> None:
@@ -232,3 +239,35 @@ def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomStat
             intercept = random_state.uniform(-bound, bound, fan_out)
             layer.weight.copy_(torch.from_numpy(coef.T.copy()))
             layer.bias.copy_(torch.from_numpy(intercept))
+
+
+def check_model_fits(cfg, data, n_seeds: int) -> None:
+    """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
+    which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
+    if not data.x_train.is_floating_point():  # ptb: word ids, for a model with an embedding, which none here has yet
+        raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
+                          "real-valued features); the PTB language model and its loop are not in the trainer yet")
+    if cfg.model.output_size != data.num_classes:
+        raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
+                          f"{data.num_classes} classes; set model.output_size={data.num_classes}")
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+        example = torch.empty(2, *data.x_train.shape[1:], dtype=data.x_train.dtype)
+        try:
+            model.to(data.x_train.dtype)(example)
+        except (RuntimeError, ValueError) as error:
+            raise ConfigError(f"model {cfg.model.name} with model.input_size={cfg.model.input_size} does not fit "
+                              f"the data's examples of shape {list(data.x_train.shape[1:])} "
+                              f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
+    # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
+    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * data.x_train.element_size()
+    device = data.x_train.device
+    try:
+        available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+                     else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return
+    if needed > available:
+        raise ConfigError(f"the model needs at least {needed / 2**30:.1f} GiB for {n_seeds} seed(s) (parameters, "
+                          f"gradients, optimizer state); the {device.type} has {available / 2**30:.1f} GiB; reduce "
+                          "model.hidden_size or model.channels, or seeds")

@@ -3,9 +3,9 @@
 This module owns the update rules: which momentum form, where epsilon sits, and how weight decay
 enters. The forms PyTorch implements run PyTorch's own update functions (`torch.optim.adam.adam` and
 its siblings: the very code, fused kernels included, that the torch.optim classes call, with the
-same state); small elementwise rules here run the rest (Sutskever/Caffe/Keras/scikit-learn momentum,
+same state); small elementwise rules run the rest (Sutskever/Caffe/Keras/scikit-learn momentum,
 CNTK unit-gain momentum, TF1/Keras "epsilon hat" Adam, TF1 RMSprop), so a replication never converts
-one form into another approximately. Every rule is elementwise, so a "stacked" parameter of shape
+one form into another approximately. The rules themselves are in replicate/update_rules.py. Every rule is elementwise, so a "stacked" parameter of shape
 (n_seeds, ...) trains each seed exactly as if it were alone.
 
 `Optimizer` keeps torch.optim's interface (param_groups, state, step, zero_grad, state_dict,
@@ -20,26 +20,32 @@ before the update; "weight_decay_form" records which. The one exception is PyTor
 whose own "weight_decay" is already decoupled_lr.
 
 Usage:
-    optimizer = build_optimizer([{"params": model.parameters(), "weight_decay": 5e-4}], "sgd",
-                                lr=0.01, momentum=0.9, momentum_form="lr_inside")
+    settings = OptimizerSettings("sgd", lr=0.01, momentum=0.9, momentum_form="lr_inside", weight_decay=5e-4)
+    optimizer = build_optimizer([{"params": model.parameters()}], settings)
     loss.backward(); optimizer.step(); optimizer.zero_grad()
 """
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
-from torch.optim.adadelta import adadelta as pytorch_adadelta
-from torch.optim.adagrad import adagrad as pytorch_adagrad
-from torch.optim.adam import adam as pytorch_adam
-from torch.optim.adamw import adamw as pytorch_adamw
-from torch.optim.rmsprop import rmsprop as pytorch_rmsprop
-from torch.optim.sgd import sgd as pytorch_sgd
+
+from replicate.conventions import convention
+from replicate.update_rules import (
+    FUSED_RULES, PYTORCH_RULES, epsilon_hat_adam_rule, epsilon_inside_sqrt_adam_rule, epsilon_inside_sqrt_rmsprop_rule,
+    has_fused_kernel, pytorch_adadelta_rule, pytorch_adagrad_rule, pytorch_adam_rule, pytorch_rmsprop_rule,
+    pytorch_sgd_rule, sutskever_sgd_rule, unit_gain_sgd_rule,
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+# PyTorch's default ε of each optimizer class (torch.optim.Adam(eps=1e-8), Adagrad 1e-10, Adadelta 1e-6, ...)
+DEFAULT_EPS = {"adam": 1e-8, "adamw": 1e-8, "rmsprop": 1e-8, "adagrad": 1e-10, "adadelta": 1e-6}
 
-MOMENTUM_FORMS = ("lr_outside", "lr_inside", "unit_gain")
-EPS_PLACEMENTS = ("outside", "inside_sqrt", "eps_hat")
+# the conventions' vocabulary (replicate.conventions), every form of which runs natively here
+MOMENTUM_FORMS = tuple(convention.MOMENTUM_FORMS)
+EPS_PLACEMENTS = tuple(convention.EPS_PLACEMENTS)
+# the weight-decay forms an optimizer applies; those written into the loss are the trainer's (replicate.loss)
 WEIGHT_DECAY_FORMS = ("grad", "decoupled_lr", "decoupled")
 
 # Forms each optimizer runs natively. A form an optimizer has no use for (SGD has no epsilon, Adam
@@ -152,202 +158,6 @@ def _placed(value, parameter: torch.Tensor, key: str, group: dict):
     return value.to(device=parameter.device)
 
 
-# --- PyTorch's forms: torch.optim's update functions, with the state its classes keep ---------------
-
-
-def _step_counter(parameter: torch.Tensor, fused: bool) -> torch.Tensor:
-    """A zero step counter where PyTorch's classes keep it: on the device in float32 for fused kernels,
-    else a host scalar in the default dtype's precision."""
-    if fused:
-        return torch.zeros((), dtype=torch.float32, device=parameter.device)
-    return torch.zeros((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
-
-
-def _state(optimizer: Optimizer, params: list, initial: dict) -> list[dict]:
-    """Each parameter's state, created from initial[key](parameter) the first time."""
-    states = []
-    for parameter in params:
-        state = optimizer.state[parameter]
-        if not state:
-            state.update({key: make(parameter) for key, make in initial.items()})
-        states.append(state)
-    return states
-
-
-def _fused(group: dict) -> dict:
-    """fused=True for the update function where the group uses the fused kernel; otherwise nothing, so the
-    call leaves the choice (foreach or for-loop) to PyTorch as its classes do."""
-    return {"fused": True} if group.get("fused") else {}
-
-
-def _zeros(parameter):
-    return torch.zeros_like(parameter, memory_format=torch.preserve_format)
-
-
-def pytorch_sgd_rule(optimizer, group, params):
-    """torch.optim.SGD: b <- momentum*b + g (b = g on the first step); p <- p - lr*b (or g + momentum*b, Nesterov)."""
-    momentum = group["momentum"]
-    buffers = [optimizer.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
-    pytorch_sgd(params, [p.grad for p in params], buffers, foreach=group["foreach"], **_fused(group),
-                weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"], dampening=0.0,
-                nesterov=group["nesterov"], maximize=False)
-    for parameter, buffer in zip(params, buffers):  # the update function creates the buffers on the first step
-        optimizer.state[parameter]["momentum_buffer"] = buffer
-
-
-def pytorch_adam_rule(optimizer, group, params):
-    """torch.optim.Adam, and AdamW when group["decoupled"]: lr*m_hat/(sqrt(v_hat) + eps)."""
-    states = _state(optimizer, params, {"step": lambda p: _step_counter(p, bool(group["fused"])),
-                                        "exp_avg": _zeros, "exp_avg_sq": _zeros})
-    beta1, beta2 = group["betas"]
-    update = pytorch_adamw if group["decoupled"] else pytorch_adam  # torch.optim.AdamW's function, or Adam's
-    update(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-           [s["step"] for s in states], foreach=group["foreach"], **_fused(group), amsgrad=False, beta1=beta1, beta2=beta2,
-           lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
-
-
-def pytorch_rmsprop_rule(optimizer, group, params):
-    """torch.optim.RMSprop: v <- alpha*v + (1-alpha)*g^2; p <- p - lr*g/(sqrt(v) + eps), momentum outside."""
-    initial = {"step": lambda p: _step_counter(p, False), "square_avg": _zeros}
-    if group["momentum"] > 0:
-        initial["momentum_buffer"] = _zeros
-    if group["centered"]:
-        initial["grad_avg"] = _zeros
-    states = _state(optimizer, params, initial)
-    pytorch_rmsprop(params, [p.grad for p in params], [s["square_avg"] for s in states],
-                    [s["grad_avg"] for s in states if "grad_avg" in s], [s["momentum_buffer"] for s in states if "momentum_buffer" in s],
-                    [s["step"] for s in states], foreach=group["foreach"], lr=group["lr"], alpha=group["alpha"],
-                    eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
-                    centered=group["centered"])
-
-
-def pytorch_adagrad_rule(optimizer, group, params):
-    """torch.optim.Adagrad: s <- s + g^2; p <- p - lr*g/(sqrt(s) + eps)."""
-    start = group["initial_accumulator_value"]
-    states = _state(optimizer, params, {
-        "step": lambda p: _step_counter(p, bool(group["fused"])),
-        "sum": lambda p: torch.full_like(p, start, memory_format=torch.preserve_format)})
-    pytorch_adagrad(params, [p.grad for p in params], [s["sum"] for s in states], [s["step"] for s in states],
-                    **_fused(group), foreach=group["foreach"], lr=group["lr"], weight_decay=group["weight_decay"],
-                    lr_decay=0.0, eps=group["eps"], maximize=False)
-
-
-def pytorch_adadelta_rule(optimizer, group, params):
-    """torch.optim.Adadelta (Zeiler's RMS: sqrt(x + eps))."""
-    states = _state(optimizer, params, {"step": lambda p: _step_counter(p, False), "square_avg": _zeros,
-                                        "acc_delta": _zeros})
-    pytorch_adadelta(params, [p.grad for p in params], [s["square_avg"] for s in states], [s["acc_delta"] for s in states],
-                     [s["step"] for s in states], foreach=group["foreach"], lr=group["lr"], rho=group["rho"],
-                     eps=group["eps"], weight_decay=group["weight_decay"], maximize=False)
-
-
-# --- forms PyTorch lacks: elementwise rules of our own --------------------------------------------
-
-
-def _with_coupled_decay(group, parameter):
-    """The gradient plus coupled L2 (PyTorch / Caffe form: g <- g + weight_decay*p)."""
-    if group["weight_decay"] != 0:
-        return parameter.grad.add(parameter, alpha=group["weight_decay"])
-    return parameter.grad
-
-
-def sutskever_sgd_rule(optimizer, group, params):
-    """SGD with the learning rate inside the velocity (Sutskever 2013, Caffe, cuda-convnet, Keras,
-    scikit-learn): v <- momentum*v - lr*g; p <- p + v. Nesterov (Keras / scikit-learn form):
-    p <- p + momentum*v - lr*g. A change of lr reaches p only through new gradients, unlike PyTorch."""
-    momentum, lr = group["momentum"], group["lr"]
-    for parameter, state in zip(params, _state(optimizer, params, {"velocity": _zeros})):
-        gradient, velocity = _with_coupled_decay(group, parameter), state["velocity"]
-        velocity.mul_(momentum).sub_(gradient, alpha=lr)
-        if group["nesterov"]:
-            parameter.add_(velocity.mul(momentum).sub_(gradient, alpha=lr))
-        else:
-            parameter.add_(velocity)
-
-
-def unit_gain_sgd_rule(optimizer, group, params):
-    """SGD with unit-gain momentum (CNTK, HIPS autograd): b <- momentum*b + (1-momentum)*g;
-    p <- p - lr*b, with b starting at zero. PyTorch's dampening is not this: it skips the
-    (1-momentum) factor on the first step."""
-    momentum = group["momentum"]
-    for parameter, state in zip(params, _state(optimizer, params, {"momentum_buffer": _zeros})):
-        buffer = state["momentum_buffer"]
-        buffer.mul_(momentum).add_(_with_coupled_decay(group, parameter), alpha=1 - momentum)
-        parameter.sub_(buffer, alpha=group["lr"])
-
-
-def _advance_adam_moments(optimizer, group, params):
-    """Shared Adam moments: m <- b1*m + (1-b1)*g; v <- b2*v + (1-b2)*g^2; step counter t (a host int)."""
-    beta1, beta2 = group["betas"]
-    states = _state(optimizer, params, {"step": lambda p: 0, "exp_avg": _zeros, "exp_avg_sq": _zeros})
-    for parameter, state in zip(params, states):
-        gradient = _with_coupled_decay(group, parameter)
-        state["step"] += 1
-        state["exp_avg"].mul_(beta1).add_(gradient, alpha=1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-    return states
-
-
-def epsilon_hat_adam_rule(optimizer, group, params):
-    """Adam as TF1 / Keras / scikit-learn run it (Kingma & Ba, formula before section 2.1):
-    lr_t = lr*sqrt(1-b2^t)/(1-b1^t); p <- p - lr_t*m/(sqrt(v) + eps). Epsilon is "epsilon hat":
-    it is added to the uncorrected sqrt(v), so it weighs differently from PyTorch's eps."""
-    beta1, beta2 = group["betas"]
-    for parameter, state in zip(params, _advance_adam_moments(optimizer, group, params)):
-        step = state["step"]
-        step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-        parameter.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(group["eps"]), value=-step_size)
-
-
-def epsilon_inside_sqrt_adam_rule(optimizer, group, params):
-    """Adam with epsilon inside the square root: p <- p - lr*m_hat/sqrt(v_hat + eps), where
-    m_hat = m/(1-b1^t) and v_hat = v/(1-b2^t) are the bias-corrected moments."""
-    beta1, beta2 = group["betas"]
-    for parameter, state in zip(params, _advance_adam_moments(optimizer, group, params)):
-        step = state["step"]
-        denominator = state["exp_avg_sq"].div(1 - beta2**step).add_(group["eps"]).sqrt_()
-        parameter.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
-
-
-def epsilon_inside_sqrt_rmsprop_rule(optimizer, group, params):
-    """RMSprop as TF1's ApplyRMSProp kernel runs it (training_ops.cc):
-    ms <- ms + (g^2 - ms)*(1-alpha); mom <- momentum*mom + lr*g/sqrt(ms + eps); p <- p - mom.
-    Centered: mg <- mg + (g - mg)*(1-alpha) and the denominator is sqrt(ms - mg^2 + eps).
-    ms starts at `initial_square`; TF1's tf.train.RMSPropOptimizer starts it at 1.0, not 0."""
-    initial = {"mean_square": lambda p: torch.full_like(p, group["initial_square"], memory_format=torch.preserve_format),
-               "momentum_buffer": _zeros}
-    if group["centered"]:
-        initial["mean_gradient"] = _zeros
-    one_minus_alpha = 1 - group["alpha"]
-    for parameter, state in zip(params, _state(optimizer, params, initial)):
-        gradient, mean_square = _with_coupled_decay(group, parameter), state["mean_square"]
-        mean_square.add_((gradient * gradient - mean_square).mul_(one_minus_alpha))
-        denominator = mean_square
-        if group["centered"]:
-            mean_gradient = state["mean_gradient"]
-            mean_gradient.add_((gradient - mean_gradient).mul_(one_minus_alpha))
-            denominator = mean_square - mean_gradient * mean_gradient
-        denominator = denominator.add(group["eps"]).sqrt_()
-        buffer = state["momentum_buffer"]
-        buffer.mul_(group["momentum"]).add_(gradient.mul(group["lr"]).div_(denominator))
-        parameter.sub_(buffer)
-
-
-# the rules that call PyTorch's update functions, and the aten kernels of those with a fused path
-_PYTORCH_RULES = (pytorch_sgd_rule, pytorch_adam_rule, pytorch_rmsprop_rule, pytorch_adagrad_rule, pytorch_adadelta_rule)
-_FUSED_KERNELS = {pytorch_sgd_rule: ("_fused_sgd_",), pytorch_adam_rule: ("_fused_adam_", "_fused_adamw_"),
-                  pytorch_adagrad_rule: ("_fused_adagrad_",)}
-_FUSED_RULES = tuple(_FUSED_KERNELS)
-
-
-def has_fused_kernel(rule, device_type: str) -> bool:
-    """Whether this torch build has the rule's fused kernels for the device. Asked of the dispatcher, not
-    assumed: fused Adagrad, for one, came to CUDA releases after it came to the CPU."""
-    return rule in _FUSED_KERNELS and all(
-        torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{kernel}", device_type.upper())
-        for kernel in _FUSED_KERNELS[rule])
-
-
 def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | None = None) -> None:
     if value not in allowed:
         where = f" for {name}" if name else ""
@@ -356,7 +166,7 @@ def _check_choice(what: str, value: str, allowed: tuple[str, ...], name: str | N
 
 def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None:
     """True to pass fused=True, None to let PyTorch pick foreach or its for-loop."""
-    eligible = rule in _FUSED_RULES and all(
+    eligible = rule in FUSED_RULES and all(
         parameter.is_floating_point() and has_fused_kernel(rule, parameter.device.type) for parameter in parameters
     )
     if requested and not eligible:
@@ -371,114 +181,129 @@ def _choose_fused(requested: bool | None, rule, parameters: list) -> bool | None
     return True if use_fused else None
 
 
-def build_optimizer(
-    param_groups: list[dict],
-    name: str,
-    *,
-    lr: float,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    alpha: float = 0.99,
-    rho: float = 0.9,
-    centered: bool = False,
-    initial_accumulator_value: float = 0.0,
-    momentum_form: str = "lr_outside",
-    eps_placement: str = "outside",
-    weight_decay_form: str = "grad",
-    fused: bool | None = None,
-    rmsprop_initial_square: float = 0.0,
-) -> Optimizer:
-    """Build the optimizer that runs `name` in the given forms, natively.
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What the optimizer executes: `name` in the given forms, with numbers in the units its update
+    applies them (lr per step on the gradient of the loss as reduced; the caller converts from the
+    paper's units, see replicate.hyperparameters). Checked once, here; build_optimizer takes it as is.
 
-    param_groups: [{"params": [...], "weight_decay": λ}, ...]; λ is 0.0 for groups that must not decay.
-    lr: in the units the executed form applies it (the caller converts from the paper's units).
+    weight_decay: the coefficient of the parameter groups that decay (a group's own "weight_decay"
+        overrides it: 0.0 for the groups that must not decay).
     weight_decay_form: "grad" (g += λp), "decoupled_lr" (p -= lr*λ*p, PyTorch AdamW),
         "decoupled" (p -= λ*p each step, TensorFlow-Addons SGDW/AdamW; not scaled by lr).
     rmsprop_initial_square: starting value of RMSprop's mean square, only for
         eps_placement="inside_sqrt"; TF1's tf.train.RMSPropOptimizer used 1.0.
     fused: None uses PyTorch's fused kernel where it exists for the parameters' device and dtype.
     """
-    forms = native_forms(name)
-    _check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
-    _check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
-    _check_choice("weight_decay_form", weight_decay_form, WEIGHT_DECAY_FORMS)
-    for what, value in (("momentum_form", momentum_form), ("eps_placement", eps_placement),
-                        ("weight_decay_form", weight_decay_form)):
-        _check_choice(what, value, forms[what], name)
-    if not (lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
-    if momentum < 0:
-        raise ValueError(f"momentum must be >= 0, got {momentum}")
-    if momentum != 0 and name not in ("sgd", "rmsprop"):
-        raise ValueError(f"{name} has no momentum; momentum is allowed for: sgd, rmsprop")
-    if nesterov and (name != "sgd" or momentum == 0):
-        raise ValueError("nesterov=True needs name='sgd' and momentum > 0")
-    if nesterov and momentum_form == "unit_gain":
-        raise ValueError("nesterov is not available with momentum_form='unit_gain'; "
-                         "allowed: lr_outside, lr_inside")
-    if name in ("adam", "adamw") and not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"Adam betas must lie in [0, 1), got {tuple(betas)}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if centered and name != "rmsprop":
-        raise ValueError("centered=True applies only to name='rmsprop'")
-    if initial_accumulator_value != 0 and name != "adagrad":
-        raise ValueError("initial_accumulator_value applies only to name='adagrad'")
-    if rmsprop_initial_square != 0 and (name, eps_placement) != ("rmsprop", "inside_sqrt"):
-        raise ValueError("rmsprop_initial_square applies only to name='rmsprop' "
-                         "with eps_placement='inside_sqrt'")
-    if name == "rmsprop" and momentum != 0:
-        # PyTorch's RMSprop keeps lr outside its momentum buffer; TF1's kernel keeps it inside.
-        expected = "lr_inside" if eps_placement == "inside_sqrt" else "lr_outside"
-        _check_choice("momentum_form", momentum_form, (expected,),
-                      f"rmsprop with eps_placement={eps_placement!r}")
 
+    name: str
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99
+    rho: float = 0.9
+    centered: bool = False
+    initial_accumulator_value: float = 0.0
+    weight_decay: float = 0.0
+    momentum_form: str = "lr_outside"
+    eps_placement: str = "outside"
+    weight_decay_form: str = "grad"
+    fused: bool | None = None
+    rmsprop_initial_square: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))
+        name, momentum, nesterov = self.name, self.momentum, self.nesterov
+        momentum_form, eps_placement = self.momentum_form, self.eps_placement
+        forms = native_forms(name)
+        _check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
+        _check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
+        _check_choice("weight_decay_form", self.weight_decay_form, WEIGHT_DECAY_FORMS)
+        for what in ("momentum_form", "eps_placement", "weight_decay_form"):
+            _check_choice(what, getattr(self, what), forms[what], name)
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number >= 0, got {self.lr}")
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if momentum != 0 and name not in ("sgd", "rmsprop"):
+            raise ValueError(f"{name} has no momentum; momentum is allowed for: sgd, rmsprop")
+        if nesterov and (name != "sgd" or momentum == 0):
+            raise ValueError("nesterov=True needs name='sgd' and momentum > 0")
+        if nesterov and momentum_form == "unit_gain":
+            raise ValueError("nesterov is not available with momentum_form='unit_gain'; "
+                             "allowed: lr_outside, lr_inside")
+        if name in ("adam", "adamw") and not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {self.betas}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.centered and name != "rmsprop":
+            raise ValueError("centered=True applies only to name='rmsprop'")
+        if self.initial_accumulator_value != 0 and name != "adagrad":
+            raise ValueError("initial_accumulator_value applies only to name='adagrad'")
+        if self.rmsprop_initial_square != 0 and (name, eps_placement) != ("rmsprop", "inside_sqrt"):
+            raise ValueError("rmsprop_initial_square applies only to name='rmsprop' "
+                             "with eps_placement='inside_sqrt'")
+        if name == "rmsprop" and momentum != 0:
+            # PyTorch's RMSprop keeps lr outside its momentum buffer; TF1's kernel keeps it inside.
+            expected = "lr_inside" if eps_placement == "inside_sqrt" else "lr_outside"
+            _check_choice("momentum_form", momentum_form, (expected,),
+                          f"rmsprop with eps_placement={eps_placement!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def build_optimizer(param_groups: list[dict], settings: OptimizerSettings) -> Optimizer:
+    """The optimizer that runs `settings` natively over param_groups: [{"params": [...]}, ...], each
+    group with an optional "weight_decay" of its own (default: settings.weight_decay)."""
+    name, form, eps = settings.name, settings.weight_decay_form, settings.eps
     groups, parameters = [], []
     # PyTorch's AdamW is the one class whose own weight_decay is the decoupled_lr form.
-    native_decoupled = (name in ("adam", "adamw") and eps_placement == "outside"
-                        and weight_decay_form == "decoupled_lr")
+    native_decoupled = name in ("adam", "adamw") and settings.eps_placement == "outside" and form == "decoupled_lr"
     for group in param_groups:
         params = group["params"]
         group = dict(group, params=[params] if isinstance(params, torch.Tensor) else list(params))
-        decay = float(group.get("weight_decay", 0.0))
+        decay = float(group.get("weight_decay", settings.weight_decay))
         if decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {decay}")
-        if weight_decay_form != "grad" and not native_decoupled:
+        if form != "grad" and not native_decoupled:
             group["decoupled_weight_decay"], decay = decay, 0.0
         group["weight_decay"] = decay
-        group["weight_decay_form"] = weight_decay_form
+        group["weight_decay_form"] = form
         groups.append(group)
         parameters.extend(group["params"])
 
+    momentum, nesterov, momentum_form = settings.momentum, settings.nesterov, settings.momentum_form
     if name == "sgd" and momentum_form == "lr_outside":
         rule, options = pytorch_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd" and momentum_form == "lr_inside":
         rule, options = sutskever_sgd_rule, dict(momentum=momentum, nesterov=nesterov)
     elif name == "sgd":
         rule, options = unit_gain_sgd_rule, dict(momentum=momentum)
-    elif eps_placement == "outside" and name in ("adam", "adamw"):
-        rule, options = pytorch_adam_rule, dict(betas=tuple(betas), eps=eps, decoupled=native_decoupled)
+    elif settings.eps_placement == "outside" and name in ("adam", "adamw"):
+        rule, options = pytorch_adam_rule, dict(betas=settings.betas, eps=eps, decoupled=native_decoupled)
     elif name in ("adam", "adamw"):
-        rule = epsilon_hat_adam_rule if eps_placement == "eps_hat" else epsilon_inside_sqrt_adam_rule
-        options = dict(betas=tuple(betas), eps=eps)
-    elif name == "rmsprop" and eps_placement == "outside":
-        rule, options = pytorch_rmsprop_rule, dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered)
+        rule = epsilon_hat_adam_rule if settings.eps_placement == "eps_hat" else epsilon_inside_sqrt_adam_rule
+        options = dict(betas=settings.betas, eps=eps)
+    elif name == "rmsprop" and settings.eps_placement == "outside":
+        rule, options = pytorch_rmsprop_rule, dict(alpha=settings.alpha, eps=eps, momentum=momentum,
+                                                   centered=settings.centered)
     elif name == "rmsprop":
         rule = epsilon_inside_sqrt_rmsprop_rule
-        options = dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered, initial_square=rmsprop_initial_square)
+        options = dict(alpha=settings.alpha, eps=eps, momentum=momentum, centered=settings.centered,
+                       initial_square=settings.rmsprop_initial_square)
     elif name == "adagrad":
-        rule, options = pytorch_adagrad_rule, dict(eps=eps, initial_accumulator_value=initial_accumulator_value)
+        rule, options = pytorch_adagrad_rule, dict(eps=eps, initial_accumulator_value=settings.initial_accumulator_value)
     else:
-        rule, options = pytorch_adadelta_rule, dict(rho=rho, eps=eps)
+        rule, options = pytorch_adadelta_rule, dict(rho=settings.rho, eps=eps)
 
-    use_fused = _choose_fused(fused, rule, parameters)  # raises where fused=True has no kernel
-    if rule in _FUSED_RULES:
+    use_fused = _choose_fused(settings.fused, rule, parameters)  # raises where fused=True has no kernel
+    if rule in FUSED_RULES:
         options["fused"] = use_fused
-    if rule in _PYTORCH_RULES:
+    if rule in PYTORCH_RULES:
         options["foreach"] = None  # PyTorch's choice: foreach on accelerators, its for-loop on the CPU
-    return Optimizer(groups, rule, dict(lr=lr, **options))
+    return Optimizer(groups, rule, dict(lr=settings.lr, **options))
 
 
 def is_bias(name: str) -> bool:

@@ -4,11 +4,11 @@
     logits = model(images)        # images: (batch, 1, 28, 28) or (batch, 784)
 
 Each class initialises its parameters as its source did (Caffe's fillers, Keras's glorot_uniform, He et al.'s
-initialisation), drawing from PyTorch's global generator, so a training seed fixes them (replicate.seeds
+initialisation), drawing from PyTorch's global generator, so a training seed fixes them (replicate.seed_stack
 seeds it before building each seed's model). Layers are shared only where the sources share them.
 
 Dropout and BatchNorm behave differently in training and in evaluation, and draw or keep state per seed:
-models that have them set `trains_seeds_alone`, and replicate.seeds trains their seeds one at a time.
+models that have them set `trains_seeds_alone`, and replicate.seed_stack trains their seeds one at a time.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import contextlib
 
 import torch
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision: autocast's dtype for the forward pass ("fp32": none)
 # torch.amp.GradScaler's defaults: the reference a seed trained alone follows
 INIT_SCALE, GROWTH_FACTOR, BACKOFF_FACTOR, GROWTH_INTERVAL = 2.0**16, 2.0, 0.5, 2000
 

@@ -1,6 +1,6 @@
 """Replication reports: report.json for machines, report.md and plots for people.
 
-    write_report(run_dir, report)   # report: the dict built by replicate.cli.build_report
+    write_report(run_dir, report)   # report: the dict built by replicate.replication.replicate_paper
 
 Every number in report.md comes from the same dict that is written to report.json.
 """
@@ -52,6 +52,9 @@ def _jsonable(value):
     if hasattr(value, "tolist"):
         return _finite(value.tolist())
     return str(value)
+
+
+UNITS = ("%", "fraction", "nats")  # a claim's unit; metrics are measured as fractions and nats, a % claim is compared × 100
 
 
 def claimed_value_in_unit(metric_value: float, unit: str) -> float:

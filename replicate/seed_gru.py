@@ -1,4 +1,4 @@
-"""The GRU layers of several seeds as one layer, each seed bit for bit its own nn.GRU (replicate.seeds uses it).
+"""The GRU layers of several seeds as one layer, each seed bit for bit its own nn.GRU (replicate.seed_stack uses it).
 
 PyTorch's CPU GRU (aten::gru; aten/src/ATen/native/RNN.cpp, FullLayer and GRUCell) projects the whole
 sequence's input at once (mm, then + bias_ih), then steps the cell through time: an addmm for the hidden

@@ -82,10 +82,11 @@ def final_losses(paper: str, *, convention: str, batch_size: int, lr: float, exa
     """Final training-set loss per seed of one setting (inf where a seed diverged)."""
     import torch
 
-    from replicate.config import check_config, compose
+    from replicate.config import compose
+    from replicate.config_checks import check_config
     from replicate.data import load_dataset
-    from replicate.plan import make_plan
-    from replicate.seeds import can_vectorize
+    from replicate.hyperparameters import make_plan
+    from replicate.seed_stack import can_vectorize
     from replicate.train import train_seeds
 
     cfg = compose([f"paper={paper}", "optimizer.name=sgd", "optimizer.momentum=0", "optimizer.nesterov=false",
@@ -110,8 +111,8 @@ def run_lr_vs_batch(options: dict, log=print) -> dict:
     import torch
 
     from replicate.config import compose
+    from replicate.cpu import intra_op_threads
     from replicate.data import load_dataset
-    from replicate.runtime import intra_op_threads
 
     started = time.perf_counter()
     seeds = list(range(options["seeds"]))

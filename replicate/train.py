@@ -1,11 +1,17 @@
 """The training loop, written out: one seed, or several seeds trained together as one computation.
 
-Seeds train together as a SeedStack (replicate/seeds.py: every parameter on a leading seed axis).
+Seeds train together as a SeedStack (replicate/seed_stack.py: every parameter on a leading seed axis).
 Each seed keeps its own initialisation and data order, and the loss is the sum over seeds of each
 seed's own loss, so each seed's gradient is exactly its solo gradient. Models that cannot be batched
-train one seed at a time through the same code.
+train one seed at a time through the same code. This module owns the metric names a claim may use
+(`METRICS`).
 
     results = train_seeds(cfg, data, plan, seeds=[0, 1, 2], vectorize=True)
+
+`train_seeds` is the outer loop; `train_step` computes one batch's gradients and `apply_update`
+steps the optimizer. The pieces beside them each hold one concern: `Shard` (torchrun),
+`LearningRate` (the schedule), `Record` (the objective per step, the learning curves, divergence),
+`Checkpoints` (saving and resuming).
 """
 from __future__ import annotations
 
@@ -16,16 +22,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
-from replicate.data import BatchOrder, Dataset
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
+from replicate.data import BatchOrder, Dataset
+from replicate.hyperparameters import Plan, Update
+from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
-from replicate.plan import Plan, optimizer_arguments
 from replicate.precision import SeedGradScaler, autocast, seed_rows
-from replicate.seeds import SeedStack
+from replicate.schedule import lr_multiplier
+from replicate.seed_stack import SeedStack
+
+METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
 
 
 @dataclass
@@ -43,80 +52,188 @@ def total_steps(train_cfg, order: BatchOrder) -> int:
     return train_cfg.steps if train_cfg.steps is not None else train_cfg.epochs * order.steps_per_epoch
 
 
-def lr_multiplier(schedule, step: int, steps: int, order: BatchOrder) -> float:
-    """Factor on the base learning rate at optimizer step `step` (0-based)."""
-    name = schedule.name
-    if name == "constant":
-        return 1.0
-    if name == "step":
-        return schedule.gamma ** (step // schedule.step_size)
-    if name == "multistep":
-        return schedule.gamma ** sum(step >= milestone for milestone in schedule.milestones)
-    if name == "inv":  # Caffe lr_policy "inv": base_lr·(1 + gamma·iter)^(−power)
-        return (1 + schedule.gamma * step) ** (-schedule.power)
-    if name == "invscaling":  # scikit-learn: lr_init / (t + 1)^power_t, t = samples seen, updated after each epoch
-        samples_seen = order.epoch_of(step) * order.n
-        return 1.0 if samples_seen == 0 else 1.0 / (samples_seen + 1) ** schedule.power_t
-    if name == "piecewise_linear":
-        return float(np.interp(step / steps, schedule.knots, schedule.values))
-    if name == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / steps))
-    raise ValueError(f"unknown schedule {name!r}")
+def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
+                checkpoint: dict | None = None) -> list[SeedResult]:
+    """Train `seeds` together (vectorize) or the single seed given. progress: anything with update(n),
+    advanced by one per seed per step. checkpoint: {"path", "every" (steps, 0: none), "fingerprint"}: the state
+    is saved every `every` steps and training resumes from the file if present. A stop signal
+    (replicate.checkpoint.stop_requested) saves it at the next step boundary and raises Interrupted."""
+    started = time.perf_counter()
+    device, n_seeds = data.x_train.device, len(seeds)
+    stack, order = seed_stack(cfg, data, seeds, vectorize)
+    steps = total_steps(cfg.train, order)
+    decayed = stack.decayed(plan.update.decay_biases)
+    optimizer = make_optimizer(stack, decayed, plan.update, cfg.train.precision)
+    objective = Objective.of(plan.update, decayed, cfg.train)
+    inputs = Inputs.of(cfg, data, seeds, stack)
+    learning_rate = LearningRate(cfg.schedule, optimizer, steps, order)  # base lrs: before a checkpoint's are loaded
+    scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
+    record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps))
+    saver = Checkpoints(checkpoint, steps)
+    start = saver.restore(stack, optimizer, order, record, scaler)
+    if progress is not None and start:
+        progress.update(start * n_seeds)  # progress counts seed-steps
+    shard = Shard.current(cfg.train.accum_steps)
+    if shard.world > 1:
+        stack.distribute(device)
+    # a claim on the training accuracy gets its learning curve: one more pass over the training set per point
+    curve_train_accuracy = any(claim.metric == "train_accuracy" for claim in OmegaConf.select(cfg, "paper.claims", default=[]) or [])
+
+    step = start - 1
+    for step in range(start, steps):
+        # (n_seeds, global batch) indices: every rank draws the same order
+        batch = train_step(stack, inputs, order.indices(step), step, objective, shard, scaler, out=record.objectives[:, step])
+        record.batch_sizes.append(batch)
+        apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
+        saving = saver.due(step + 1, stopping)
+        if (evaluating or saving) and record.all_diverged(step + 1):
+            break
+        if evaluating:
+            record.add_point(stack, data, step + 1, cfg.train.loss_value, curve_train_accuracy)
+        if saving:
+            saver.save(step + 1, stack, optimizer, order, record, scaler)
+        if stopping:
+            raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
+        if progress is not None:
+            progress.update(n_seeds)
+
+    done = step + 1  # steps taken (fewer than `steps` when every seed diverged)
+    final = final_metrics(stack, data, record, done, order.steps_per_epoch, cfg.train.loss_value)
+    diverged_at, elapsed = record.diverged(done), time.perf_counter() - started
+    results = []
+    for m, seed in enumerate(seeds):
+        metrics = {name: float("nan") if diverged_at[m] is not None else float(values[m]) for name, values in final.items()}
+        results.append(SeedResult(seed, metrics, record.curves[m], diverged_at[m], elapsed / n_seeds,
+                                  "batched" if vectorize and n_seeds > 1 else "sequential",
+                                  {name: stack.param(name)[m].detach().clone() for name in stack.leaves}))
+    return results
 
 
-def per_example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each example, or of each token: (n_seeds, batch) or (n_seeds, batch, seq_len)."""
-    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[SeedStack, BatchOrder]:
+    """The seeds' models and their batch orders; scikit-learn draws the init and every epoch's shuffle from
+    one RandomState(random_state), so each seed's two share one numpy stream."""
+    dtype, device = data.x_train.dtype, data.x_train.device
+    streams = [np.random.RandomState(seed) for seed in seeds]
+    stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
+                      channels_last=cfg.train.channels_last)
+    order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
+                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
+    return stack, order
 
 
-def reduce_loss(losses: torch.Tensor, reduction: str, examples: int) -> torch.Tensor:
-    """Per-seed loss of (a part of) a batch under the executed convention's reduction, normalised by
-    the count of the WHOLE global batch (`examples` examples): shards and micro-batches then add up
-    to the full-batch loss exactly, whatever their sizes. losses: (n_seeds, part[, seq_len])."""
-    if reduction == "mean":  # over examples, or over every token
-        tokens = losses.shape[2] if losses.dim() == 3 else 1
-        return losses.flatten(1).sum(1) / (examples * tokens)
-    if reduction == "sum":  # over examples, or over every token
-        return losses.flatten(1).sum(1)
-    if reduction == "per_sequence_sum":  # Σ over time steps, mean over the batch (Zaremba et al. 2014)
-        if losses.dim() != 3:
-            raise ValueError("loss_reduction per_sequence_sum needs sequence data (data.seq_len)")
-        return losses.sum(2).sum(1) / examples
-    raise ValueError(f"unknown loss_reduction {reduction!r}")
+def make_optimizer(stack: SeedStack, decayed: list[str], update: Update, precision: str):
+    """The optimizer over the stack: one buffer per parameter group (replicate.optim.parameter_groups), a row
+    per seed (SeedStack.flatten)."""
+    groups = parameter_groups(list(stack.leaves), decayed, update.optimizer.weight_decay, update.bias_lr_mult)
+    buffers = stack.flatten([names for names, _, _ in groups])
+    if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
+        buffers = [seed_rows(group) for group in buffers]
+    return build_optimizer([{"params": params, "weight_decay": decay,
+                             **({"lr": update.optimizer.lr * multiplier} if multiplier != 1 else {})}
+                            for params, (_, decay, multiplier) in zip(buffers, groups)], update.optimizer)
 
 
-def reported_values(logits, targets, losses, loss_value: str) -> torch.Tensor:
-    """Per-example (or per-token) loss values as the source reports them, in float64. Reduced-precision
-    logits (bf16/fp16 autocast) are widened first: the clipping and the log run in at least float32,
-    never at bf16's epsilon (2^-7)."""
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if loss_value == "clipped_log_loss":
-        eps = torch.finfo(logits.dtype).eps
-        probabilities = logits.softmax(-1).clamp(eps, 1 - eps)
-        return -probabilities.gather(-1, targets.unsqueeze(-1)).squeeze(-1).log().to(torch.float64)
-    return losses.to(torch.float64)
+@dataclass(frozen=True)
+class Objective:
+    """What a step minimises (the executed reduction, weight decay written into the loss) and what it
+    reports (the source's loss values, the paper's own L2 term), per seed."""
+
+    reduction: str
+    l2: float
+    l2_form: str | None
+    reported_l2: float
+    reported_l2_form: str | None
+    decayed: tuple[str, ...]  # the parameters the L2 terms cover
+    loss_value: str  # one of replicate.loss.LOSS_VALUES
+    precision: str  # "fp32" | "bf16" | "fp16": the forward pass's autocast
+
+    @classmethod
+    def of(cls, update: Update, decayed: list[str], train_cfg) -> Objective:
+        return cls(update.loss_reduction, update.loss_l2, update.loss_l2_form, update.reported_l2,
+                   update.reported_l2_form, tuple(decayed), train_cfg.loss_value, train_cfg.precision)
 
 
-def world_and_rank() -> tuple[int, int]:
-    """(number of processes, this one's rank) under torch.distributed; (1, 0) otherwise."""
-    import torch.distributed as dist
+def train_step(stack: SeedStack, inputs: Inputs, indices: torch.Tensor, step: int, objective: Objective, shard: Shard,
+               scaler: SeedGradScaler | None, *, out: torch.Tensor) -> int:
+    """The gradients of one global batch (indices: (n_seeds, batch)) on this rank's share, accumulated in
+    the stack; writes into `out` each seed's objective in the paper's own per-example units, the paper's
+    L2 term included. Returns the global batch size."""
+    data = inputs.data
+    batch, device, decayed = indices.shape[1], data.x_train.device, list(objective.decayed)
+    parts = inputs.micro_batches(indices, step, shard)
+    for micro, (x, y) in enumerate(parts):
+        last = micro == len(parts) - 1
+        with (contextlib.nullcontext() if last or shard.world == 1 else stack.net.no_sync()), autocast(device, objective.precision):
+            inputs.reseed(step, shard, micro)
+            logits = stack(x)
+            losses = per_example_loss(logits, y)
+            loss = reduce_loss(losses, objective.reduction, batch)  # normalised by the global batch
+            if shard.world > 1:
+                loss = loss * shard.world  # DDP averages gradients over ranks
+            if last and objective.l2_form is not None and objective.l2 > 0:  # once per rank; DDP's average keeps it once
+                loss = loss + l2_penalty(stack, decayed, objective.l2_form, objective.l2, batch)
+        # sum over seeds of per-seed losses: each seed keeps its own gradient scale (and loss scale)
+        (scaler.scale(loss) if scaler else loss).sum().backward()
+        with torch.no_grad():
+            part_sum = reported_values(logits.detach(), y, losses.detach(), objective.loss_value).flatten(1).sum(1)
+            value_sum = part_sum if micro == 0 else value_sum + part_sum
+    with torch.no_grad():  # this batch's objective in the paper's own per-example units
+        if shard.world > 1:
+            torch.distributed.all_reduce(value_sum)
+        tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
+        torch.div(value_sum, batch * tokens, out=out)
+        if objective.reported_l2 > 0:
+            out += l2_penalty(stack, decayed, objective.reported_l2_form, objective.reported_l2, batch)
+    return batch
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+
+@dataclass(frozen=True)
+class Inputs:
+    """How a step's examples reach the model: the training split, augmented on the device with each seed's
+    (seed, step) draws where the recipe augments (replicate.augment), and the dropout masks drawn from
+    (seed, step, rank, micro-batch) where the model has dropout, so a resumed run draws what it would have."""
+
+    data: Dataset
+    seeds: tuple[int, ...]
+    augment: object | None  # the augment config, or None: the images as they are
+    dropout: bool  # the model draws random masks (it trains its seeds alone: SeedStack.trains_seeds_alone)
+
+    @classmethod
+    def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack) -> Inputs:
+        augment = OmegaConf.select(cfg, "augment")
+        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone)
+
+    def micro_batches(self, indices: torch.Tensor, step: int, shard: Shard) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) of this rank's micro-batches. The whole global batch is augmented, then shared out: the same
+        images however many ranks and micro-batches compute it."""
+        parts = shard.parts(indices)
+        if self.augment is None:
+            return [(self.data.x_train[part], self.data.y_train[part]) for part in parts]
+        images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step))
+        return [(x, self.data.y_train[part]) for x, part in zip(images, parts)]
+
+    def reseed(self, step: int, shard: Shard, micro: int) -> None:
+        if self.dropout:
+            torch.manual_seed(step_seed(self.seeds[0], (step * shard.world + shard.rank) * shard.accum_steps + micro,
+                                        DROPOUT_STREAM))
 
 
-def reported_loss(logits, targets, loss_value: str) -> torch.Tensor:
-    """Mean reported loss per seed over a whole split."""
-    losses = per_example_loss(logits, targets) if loss_value == "cross_entropy" else None
-    return reported_values(logits, targets, losses, loss_value).flatten(1).mean(1)
-
-
-def l2_penalty(stack: SeedStack, names, form: str, coefficient: float, batch: int) -> torch.Tensor:
-    """Weight decay written into the loss, per seed: (n_seeds,)."""
-    squares = sum(stack.param(name).flatten(1).pow(2).sum(1) for name in names)
-    factor = {"l2_half": 0.5, "l2": 1.0, "per_batch_l2": 0.5 / batch}[form]  # per_batch_l2: sklearn alpha
-    return factor * coefficient * squares
+def apply_update(stack: SeedStack, optimizer, scaler: SeedGradScaler | None, update: Update,
+                 learning_rate: LearningRate, step: int) -> None:
+    """Clip the accumulated gradients, set this step's learning rate, step the optimizer, clear the gradients."""
+    if scaler:
+        scaler.unscale_(optimizer)  # clip the true gradients
+    if update.grad_clip is not None or update.grad_clip_value is not None:
+        clip_gradients(stack, update.grad_clip, update.grad_clip_value)
+    learning_rate.set(step)
+    if scaler:
+        with scaler.skipping(optimizer):  # a seed whose scaled gradients overflowed skips this step
+            optimizer.step()
+        scaler.update()
+    else:
+        optimizer.step()
+    stack.zero_grad()
 
 
 def clip_gradients(stack: SeedStack, max_norm: float | None, max_value: float | None) -> None:
@@ -138,6 +255,133 @@ def clip_gradients(stack: SeedStack, max_norm: float | None, max_value: float | 
             grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of each global batch under torchrun: its rank's slice, in accum_steps micro-batches."""
+
+    world: int
+    rank: int
+    accum_steps: int
+
+    @classmethod
+    def current(cls, accum_steps: int) -> Shard:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_world_size(), dist.get_rank(), accum_steps)
+        return cls(1, 0, accum_steps)
+
+    def parts(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank draws the same (n_seeds, global batch) order and takes its slice of it."""
+        if self.world * self.accum_steps == 1:
+            return [indices]
+        return indices.tensor_split(self.world, dim=1)[self.rank].tensor_split(self.accum_steps, dim=1)
+
+
+class LearningRate:
+    """The schedule: each group's lr is its base lr times the schedule's factor at the step."""
+
+    def __init__(self, schedule_cfg, optimizer, steps: int, order: BatchOrder):
+        # a plain object: no config lookups per step
+        self.schedule = OmegaConf.to_object(schedule_cfg) if OmegaConf.is_config(schedule_cfg) else schedule_cfg
+        self.optimizer, self.steps, self.order = optimizer, steps, order
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def set(self, step: int) -> None:
+        if self.schedule.name == "constant":
+            return
+        multiplier = lr_multiplier(self.schedule, step, self.steps, self.order)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * multiplier
+
+
+def eval_every(requested: int, steps: int) -> int:
+    """Steps between learning-curve points: the paper's cadence, unless a shortened run would get fewer
+    than 10 points from it; else about 25 points per run."""
+    return requested if requested and steps >= 10 * requested else max(1, steps // 25)
+
+
+class Record:
+    """What the seeds have measured: each step's objective per seed, written on the device and read (one
+    sync) only at evaluations and checkpoints; the batch sizes; the learning curves."""
+
+    def __init__(self, n_seeds: int, steps: int, device, every: int):
+        self.objectives = torch.full((n_seeds, steps), math.nan, dtype=torch.float64, device=device)  # a row per seed
+        self.batch_sizes: list[int] = []
+        self.curves: list[list[dict]] = [[] for _ in range(n_seeds)]
+        self.last_point, self.every, self.steps = 0, every, steps
+
+    def due(self, done: int) -> bool:
+        return done % self.every == 0 or done == self.steps
+
+    def diverged(self, end: int) -> list[int | None]:
+        """First step whose objective was not finite, per seed (one device sync)."""
+        bad = ~torch.isfinite(self.objectives[:, :end])
+        first = torch.where(bad.any(1), bad.to(torch.uint8).argmax(1), -1).tolist()
+        return [None if value < 0 else value for value in first]
+
+    def all_diverged(self, end: int) -> bool:
+        return all(d is not None for d in self.diverged(end))
+
+    def add_point(self, stack: SeedStack, data: Dataset, done: int, loss_value: str, train_accuracy: bool) -> None:
+        """A learning-curve point after `done` steps: the mean objective since the last point, the test split's
+        accuracy and loss, and the training accuracy when a claim is on it."""
+        point = {"step": done, "train_loss": self.objectives[:, self.last_point:done].mean(1).tolist()}
+        if data.x_test is not None:
+            test = evaluate(stack, data.x_test, data.y_test, loss_value)
+            point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
+        if train_accuracy:
+            point["train_accuracy"] = evaluate(stack, data.x_train, data.y_train, loss_value)["accuracy"].tolist()
+        for m, curve in enumerate(self.curves):
+            curve.append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
+        self.last_point = done
+
+    def epoch_loss(self, done: int, steps_per_epoch: int) -> torch.Tensor:
+        """The objective averaged over the examples of the last epoch (or the part of it that ran), per seed."""
+        epoch_start = (done - 1) // steps_per_epoch * steps_per_epoch if done else 0
+        weights = torch.tensor(self.batch_sizes[epoch_start:done], dtype=torch.float64, device=self.objectives.device)
+        return (self.objectives[:, epoch_start:done] * weights).sum(1) / weights.sum().clamp(min=1)
+
+
+class Checkpoints:
+    """checkpoint: {"path", "every" (steps, 0: none), "fingerprint", "save" (False: read only)} or None."""
+
+    def __init__(self, checkpoint: dict | None, steps: int):
+        self.checkpoint, self.steps = checkpoint, steps
+
+    def due(self, done: int, stopping: bool) -> bool:
+        """Saved every `every` steps and on a stop signal, never after the last step; every: 0 writes no
+        periodic checkpoints, but a stop signal still saves one."""
+        checkpoint = self.checkpoint
+        return (checkpoint is not None and checkpoint.get("save", True) and done < self.steps
+                and (stopping or (checkpoint["every"] > 0 and done % checkpoint["every"] == 0)))
+
+    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> None:
+        save_checkpoint(self.checkpoint["path"], {
+            "fingerprint": self.checkpoint["fingerprint"], "step": done,
+            "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
+            "optimizer": optimizer.state_dict(), "order": order.state_dict(),
+            "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
+            "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {})})
+
+    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> int:
+        """Load a saved state into the given objects; returns the step to continue from (0: nothing saved)."""
+        if self.checkpoint is None or not self.checkpoint["path"].exists():
+            return 0
+        saved = load_checkpoint(self.checkpoint["path"], self.checkpoint["fingerprint"])
+        with torch.no_grad():
+            for name, leaf in stack.leaves.items():
+                leaf.copy_(saved["params"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        order.load_state_dict(saved["order"])
+        record.last_point, record.curves = saved["last_point"], saved["curves"]
+        record.objectives[:, :saved["step"]].copy_(saved["objectives"])
+        record.batch_sizes = list(saved["batch_sizes"])
+        if scaler is not None:
+            scaler.load_state_dict(saved["scaler"])
+        return saved["step"]
+
+
 @torch.no_grad()
 def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
     """Accuracy (fraction) and mean loss per seed on a whole split."""
@@ -153,179 +397,14 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
     return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
 
 
-def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: bool, progress=None,
-                checkpoint: dict | None = None) -> list[SeedResult]:
-    """Train `seeds` together (vectorize) or the single seed given. progress: anything with update(n),
-    advanced by one per seed per step. checkpoint: {"path", "every" (steps, 0: none), "fingerprint"}: the state
-    is saved every `every` steps and training resumes from the file if present. A stop signal
-    (replicate.checkpoint.stop_requested) saves it at the next step boundary and raises Interrupted."""
-    started = time.perf_counter()
-    dtype, device = data.x_train.dtype, data.x_train.device
-    applied = plan.applied
-    # scikit-learn draws the init and every epoch's shuffle from one RandomState(random_state)
-    streams = [np.random.RandomState(seed) for seed in seeds]
-    stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
-                      channels_last=cfg.train.channels_last)
-    order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
-                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
-    steps = total_steps(cfg.train, order)
-    decayed = stack.decayed(cfg.optimizer.decay_biases)
-    # the optimizer steps one buffer per parameter group, a row per seed (see SeedStack.flatten)
-    groups = parameter_groups(list(stack.leaves), decayed, applied["optimizer_weight_decay"], cfg.optimizer.bias_lr_mult)
-    precision = cfg.train.precision
-    buffers = stack.flatten([names for names, _, _ in groups])
-    if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
-        buffers = [seed_rows(group) for group in buffers]
-    optimizer = build_optimizer([{"params": params, "weight_decay": decay, "lr": applied["lr"] * multiplier}
-                                 for params, (_, decay, multiplier) in zip(buffers, groups)],
-                                cfg.optimizer.name, **optimizer_arguments(applied))
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    reduction, loss_form = plan.executed_convention.loss_reduction, applied["loss_l2_form"]
-    native_form = plan.native_convention.weight_decay_form
-    native_l2 = plan.native.get("weight_decay", 0) if native_form in ("l2_half", "l2", "per_batch_l2") else 0
-    # the paper's evaluation cadence, unless a shortened run would get fewer than 10 points from it
-    eval_every = cfg.train.eval_every if cfg.train.eval_every and steps >= 10 * cfg.train.eval_every else max(1, steps // 25)
-    loss_value = cfg.train.loss_value
-    # a claim on the training accuracy gets its learning curve: one more pass over the training set per point
-    curve_train_accuracy = any(claim.metric == "train_accuracy" for claim in OmegaConf.select(cfg, "paper.claims", default=[]) or [])
-    schedule = OmegaConf.to_object(cfg.schedule) if OmegaConf.is_config(cfg.schedule) else cfg.schedule  # plain object: no config lookups per step
-
-    n_seeds = len(seeds)
-    # each step's objective per seed, in the paper's own per-example units: written on the device, read
-    # (one sync) only at evaluations and checkpoints, for the learning curve, the epoch loss and divergence
-    objectives = torch.full((n_seeds, steps), math.nan, dtype=torch.float64, device=device)  # a row per seed
-    batch_sizes: list[int] = []
-    curves: list[list[dict]] = [[] for _ in seeds]
-    start = last_point = 0
-    scaler = SeedGradScaler(n_seeds, device) if precision == "fp16" else None  # fp16 gradients need loss scaling
-    if checkpoint is not None and checkpoint["path"].exists():
-        saved = load_checkpoint(checkpoint["path"], checkpoint["fingerprint"])
-        with torch.no_grad():
-            for name, leaf in stack.leaves.items():
-                leaf.copy_(saved["params"][name])
-        optimizer.load_state_dict(saved["optimizer"])
-        order.load_state_dict(saved["order"])
-        start, last_point, curves = saved["step"], saved["last_point"], saved["curves"]
-        objectives[:, :start].copy_(saved["objectives"])
-        batch_sizes = list(saved["batch_sizes"])
-        if scaler is not None:
-            scaler.load_state_dict(saved["scaler"])
-        if progress is not None:
-            progress.update(start * n_seeds)  # progress counts seed-steps
-    world, rank = world_and_rank()
-    if world > 1:
-        stack.distribute(device)
-    accum = cfg.train.accum_steps
-    constant_lr = schedule.name == "constant"
-    tokens = data.y_train.shape[1] if data.y_train.dim() == 2 else 1
-    clipping = applied["grad_clip"] is not None or applied["grad_clip_value"] is not None
-    augmenting = is_active(OmegaConf.select(cfg, "augment"))
-
-    def shares(global_batch: torch.Tensor) -> list[torch.Tensor]:
-        """This rank's share of a global batch (examples on axis 1), in micro-batches."""
-        return [global_batch] if world * accum == 1 else global_batch.tensor_split(world, dim=1)[rank].tensor_split(accum, dim=1)
-
-    def diverged_so_far(end: int) -> list[int | None]:
-        """First step whose objective was not finite, per seed (one device sync)."""
-        bad = ~torch.isfinite(objectives[:, :end])
-        first = torch.where(bad.any(1), bad.to(torch.uint8).argmax(1), -1).tolist()
-        return [None if value < 0 else value for value in first]
-
-    step = start - 1
-    for step in range(start, steps):
-        indices = order.indices(step)  # (n_seeds, global batch): every rank draws the same order
-        batch = indices.shape[1]
-        parts = shares(indices)
-        # the whole global batch augmented on the device with each seed's (seed, step) draws, then shared out: the
-        # same images however many ranks and micro-batches compute it
-        images = shares(augment_seeds(data.x_train[indices], cfg.augment, seeds, step)) if augmenting else None
-        for micro, part in enumerate(parts):
-            last = micro == len(parts) - 1
-            with (contextlib.nullcontext() if last or world == 1 else stack.net.no_sync()), autocast(device, precision):
-                x, y = data.x_train[part] if images is None else images[micro], data.y_train[part]
-                if stack.trains_seeds_alone:  # dropout masks from (seed, step, rank, micro-batch): a resumed run draws the same
-                    torch.manual_seed(step_seed(seeds[0], (step * world + rank) * accum + micro, DROPOUT_STREAM))
-                logits = stack(x)
-                losses = per_example_loss(logits, y)
-                objective = reduce_loss(losses, reduction, batch)  # normalised by the global batch
-                if world > 1:
-                    objective = objective * world  # DDP averages gradients over ranks
-                if last and loss_form is not None and applied["loss_l2"] > 0:  # once per rank; DDP's average keeps it once
-                    objective = objective + l2_penalty(stack, decayed, loss_form, applied["loss_l2"], batch)
-            # sum over seeds of per-seed losses: each seed keeps its own gradient scale (and loss scale)
-            (scaler.scale(objective) if scaler else objective).sum().backward()
-            with torch.no_grad():
-                part_sum = reported_values(logits.detach(), y, losses.detach(), loss_value).flatten(1).sum(1)
-                value_sum = part_sum if micro == 0 else value_sum + part_sum
-        with torch.no_grad():  # this batch's objective in the paper's own per-example units
-            if world > 1:
-                torch.distributed.all_reduce(value_sum)
-            torch.div(value_sum, batch * tokens, out=objectives[:, step])
-            if native_l2 > 0:
-                objectives[:, step] += l2_penalty(stack, decayed, native_form, native_l2, batch)
-        batch_sizes.append(batch)
-        if scaler:
-            scaler.unscale_(optimizer)  # clip the true gradients
-        if clipping:
-            clip_gradients(stack, applied["grad_clip"], applied["grad_clip_value"])
-        if not constant_lr:
-            multiplier = lr_multiplier(schedule, step, steps, order)
-            for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base_lr * multiplier
-        if scaler:
-            with scaler.skipping(optimizer):  # a seed whose scaled gradients overflowed skips this step
-                optimizer.step()
-            scaler.update()
-        else:
-            optimizer.step()
-        stack.zero_grad()
-        evaluating = (step + 1) % eval_every == 0 or step + 1 == steps
-        stopping = stop_requested() is not None and step + 1 < steps
-        saving = (checkpoint is not None and checkpoint.get("save", True) and step + 1 < steps
-                  and (stopping or (checkpoint["every"] > 0 and (step + 1) % checkpoint["every"] == 0)))
-        if (evaluating or saving) and all(d is not None for d in diverged_so_far(step + 1)):
-            break
-        if evaluating:
-            point = {"step": step + 1, "train_loss": objectives[:, last_point:step + 1].mean(1).tolist()}
-            if data.x_test is not None:
-                test = evaluate(stack, data.x_test, data.y_test, loss_value)
-                point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
-            if curve_train_accuracy:
-                point["train_accuracy"] = evaluate(stack, data.x_train, data.y_train, loss_value)["accuracy"].tolist()
-            for m in range(n_seeds):
-                curves[m].append({key: (value[m] if isinstance(value, list) else value) for key, value in point.items()})
-            last_point = step + 1
-        if saving:
-            save_checkpoint(checkpoint["path"], {
-                "fingerprint": checkpoint["fingerprint"], "step": step + 1,
-                "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
-                "optimizer": optimizer.state_dict(), "order": order.state_dict(),
-                "objectives": objectives[:, :step + 1], "batch_sizes": batch_sizes, "last_point": last_point,
-                "curves": curves, **({"scaler": scaler.state_dict()} if scaler else {})})
-        if stopping:
-            raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
-        if progress is not None:
-            progress.update(n_seeds)
-
-    done = step + 1  # steps taken (fewer than `steps` when every seed diverged)
-    diverged_at = diverged_so_far(done)
+def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, steps_per_epoch: int,
+                  loss_value: str) -> dict:
+    """Each metric of METRICS per seed after `done` steps: accuracies as fractions, losses in nats."""
     final = {}
-    train_eval = evaluate(stack, data.x_train, data.y_train, cfg.train.loss_value)
+    train_eval = evaluate(stack, data.x_train, data.y_train, loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
     if data.x_test is not None:
-        test_eval = evaluate(stack, data.x_test, data.y_test, cfg.train.loss_value)
+        test_eval = evaluate(stack, data.x_test, data.y_test, loss_value)
         final["test_accuracy"], final["test_loss"] = test_eval["accuracy"], test_eval["loss"]
-    # the objective averaged over the examples of the last epoch (or the part of it that ran)
-    epoch_start = (done - 1) // order.steps_per_epoch * order.steps_per_epoch if done else 0
-    weights = torch.tensor(batch_sizes[epoch_start:done], dtype=torch.float64, device=device)
-    final["train_epoch_loss"] = (objectives[:, epoch_start:done] * weights).sum(1) / weights.sum().clamp(min=1)
-    elapsed = time.perf_counter() - started
-    results = []
-    for m, seed in enumerate(seeds):
-        metrics = {name: float(values[m]) for name, values in final.items()}
-        if diverged_at[m] is not None:
-            metrics = {name: float("nan") for name in metrics}
-        results.append(SeedResult(seed, metrics, curves[m], diverged_at[m], elapsed / n_seeds,
-                                  "batched" if vectorize and n_seeds > 1 else "sequential",
-                                  {name: stack.param(name)[m].detach().clone() for name in stack.leaves}))
-    return results
+    final["train_epoch_loss"] = record.epoch_loss(done, steps_per_epoch)
+    return final

@@ -18,6 +18,7 @@ import numpy as np
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE"
 STATISTICS = ("single_run", "mean_of_n", "median_of_n", "best_of_n", "threshold", "exact")
+DIRECTIONS = ("higher", "lower")  # which way a claimed number is better
 # A claim that is one draw of a noisy statistic is REPRODUCED only with this many seeds: with 3, the
 # spread s is so uncertain (2 degrees of freedom) that a claim 3σ off passes the band 10.7 % of the time.
 MIN_SEEDS_TO_AGREE = 4
@@ -53,6 +54,18 @@ def printed_decimals(value: float) -> int:
         decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
         return max(0, decimals - int(exponent))
     return len(text.split(".")[1].rstrip("0")) if "." in text else 0
+
+
+def judge_claim(claim: dict, values: list[float], seeds: list[int]) -> Verdict:
+    """One claim as a report states it ("claimed", "tolerance", "statistic", ...), judged on per-seed values
+    in its unit, given in the order of `seeds`. An exact claim whose source fixes the seed is judged on
+    that seed's run alone: the published run is that run."""
+    judged = values
+    if claim["statistic"] == "exact" and claim.get("seed") is not None and claim["seed"] in seeds:
+        judged = [values[seeds.index(claim["seed"])]]
+    return judge(judged, claimed=claim["claimed"], tolerance=claim["tolerance"], statistic=claim["statistic"],
+                 direction=claim.get("direction", "higher"), n_claimed=claim.get("n"), std_claimed=claim.get("std"),
+                 decimals=claim.get("decimals"), olympic=claim.get("olympic", False))
 
 
 def judge(values, *, claimed: float, tolerance: float, statistic: str, direction: str = "higher",

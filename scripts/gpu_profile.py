@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
 
     from replicate.config import compose
     from replicate.data import load_dataset
-    from replicate.plan import make_plan
+    from replicate.hyperparameters import make_plan
 
     options = dict(argument.split("=", 1) for argument in argv)
     device = torch.device(options.get("device", "cuda"))

@@ -25,7 +25,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 def run_in_process(overrides, run_dir):
     """Compose like `python -m replicate <overrides>` and run the replication; returns the report dict."""
-    from replicate.cli import replicate_paper
+    from replicate.replication import replicate_paper
     from replicate.config import compose
 
     cfg = compose(["runtime.progress=false", *overrides])

@@ -11,9 +11,9 @@ from conftest import run_in_process
 from replicate import models
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.plan import make_plan
-from replicate.runtime import intra_op_threads
-from replicate.seeds import SeedStack, can_vectorize
+from replicate.hyperparameters import make_plan
+from replicate.cpu import intra_op_threads
+from replicate.seed_stack import SeedStack, can_vectorize
 from replicate.train import train_seeds
 
 SEEDS = [0, 1, 2]
@@ -227,7 +227,7 @@ def test_a_one_directional_gru_batches_bit_for_bit_too():
 GRADIENTS_AGREE = """
 import torch
 from replicate.models import BidirectionalGRU
-from replicate.seeds import StackedModel
+from replicate.seed_stack import StackedModel
 differing = 0
 for dtype in (torch.float32, torch.float64):
     for bidirectional in (True, False):

@@ -95,7 +95,7 @@ def test_the_roofline_breakdown_replays_the_products_that_carry_the_flops_torch_
 
     from replicate.bench_roofline import product_flops, record_products
     from replicate.config import compose
-    from replicate.seeds import SeedStack
+    from replicate.seed_stack import SeedStack
 
     stack = SeedStack(compose(["paper=mnist1d_mlp"]).model, [0, 1, 2], dtype=torch.float32, device="cpu")
     x = torch.randn(3, 100, 40)

@@ -1,6 +1,6 @@
 """The README's catalog table is the one the papers/ records produce, and every entry has a record."""
 from replicate.catalog import ROOT, TABLE_END, TABLE_START, catalog_table, read_result
-from replicate.cli import available_papers
+from replicate.hydra_setup import available_papers
 
 
 def test_every_catalog_entry_has_a_record():

@@ -10,7 +10,7 @@ from dataset_files import write_cifar10, write_mnist
 from replicate.checkpoint import Interrupted
 from replicate.config import ConfigError, compose
 from replicate.data import load_dataset
-from replicate.plan import make_plan
+from replicate.hyperparameters import make_plan
 from replicate.train import train_seeds
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import run_in_process
-from replicate.cli import available_papers
-from replicate.config import compose, check_config
+from replicate.hydra_setup import available_papers
+from replicate.config import compose
+from replicate.config_checks import check_config
 
 PAPERS = available_papers()
 EXPECTED = {"mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru",

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_command, run_in_process
 from replicate import conventions
-from replicate.verify import TOLERANCE, verify_conversion
+from replicate.conversion_proof import TOLERANCE, verify_conversion
 
 OPTIMIZER_SETUPS = {
     "sgd": {"lr": 0.01, "weight_decay": 1e-3, "grad_clip": 0.5},

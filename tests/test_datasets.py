@@ -313,7 +313,7 @@ def test_a_missing_dataset_is_one_line_with_the_command_that_fetches_it(tmp_path
 
 
 def test_data_download_changes_no_result_and_is_no_deviation():
-    from replicate.cli import overridden_setup
+    from replicate.replication import overridden_setup
     from replicate.config import compose
     from replicate.identity import fingerprint
 

@@ -14,9 +14,9 @@ from conftest import ROOT, run_command
 from replicate import conventions
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.plan import build_plan, make_plan
+from replicate.hyperparameters import build_plan, make_plan
 from replicate.train import train_seeds
-from replicate.verify import verification_config
+from replicate.conversion_proof import verification_config
 
 CASES = [("mean", None), ("sum", None), ("per_sequence_sum", 4), ("mean", 4)]
 
@@ -137,7 +137,7 @@ def test_fp16_trains_with_loss_scaling_on_cpu(tmp_path):
 def test_channels_last_keeps_convolution_weights_nhwc_and_the_same_results(tmp_path):
     # the 8×8 digits through a 2-D CNN, 2 seeds batched under vmap: NHWC weights change memory order, not math
     from conftest import run_in_process
-    from replicate.seeds import SeedStack
+    from replicate.seed_stack import SeedStack
 
     common = ["paper=sklearn_digits_constant", "model.name=cnn2d", "model.init=pytorch", "seeds=2", "train.steps=20",
               "logger=none"]
@@ -166,7 +166,7 @@ def _resume_false_worker(rank, world, port, run_dir, out):
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from replicate.cli import train_or_resume
+    from replicate.replication import train_or_resume
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -209,7 +209,7 @@ def test_torchrun_with_resume_false_retrains_on_every_rank_whatever_each_rank_se
 
 
 def test_a_local_rank_without_its_own_gpu_is_a_one_line_error():
-    from replicate.cli import rank_device
+    from replicate.replication import rank_device
     from replicate.config import ConfigError
 
     assert rank_device(1, 2, 2) == torch.device("cuda", 1)

@@ -12,8 +12,8 @@ import torch
 
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.optim import OPTIMIZERS, build_optimizer, native_forms
-from replicate.plan import make_plan
+from replicate.optim import OPTIMIZERS, OptimizerSettings, build_optimizer, native_forms
+from replicate.hyperparameters import make_plan
 from replicate.train import train_seeds
 
 DEVICE = torch.device(os.environ.get("REPLICATE_TEST_DEVICE", "cuda"))
@@ -49,7 +49,7 @@ def test_every_optimizer_rule_on_the_device_equals_the_cpu_in_float64(rule):
     final = {}
     for device in (torch.device("cpu"), DEVICE):
         weights = start.to(device).requires_grad_(True)
-        optimizer = build_optimizer([{"params": [weights], "weight_decay": 1e-3}], name, **options)
+        optimizer = build_optimizer([{"params": [weights], "weight_decay": 1e-3}], OptimizerSettings(name, **options))
         for _ in range(20):  # least squares; the gradient is computed on the CPU for both devices
             host = weights.detach().cpu()
             weights.grad = (((host @ inputs.T - targets) @ inputs) / len(targets)).to(device)

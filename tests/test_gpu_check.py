@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from replicate.config import check_config, compose
+from replicate.config import compose
+from replicate.config_checks import check_config
 
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 

@@ -48,7 +48,7 @@ OVERRIDES = [("checkpoint.every=7", True), ("runtime.threads=2", True), ("device
 
 @pytest.mark.parametrize("override, neutral", OVERRIDES)
 def test_fingerprint_deviations_and_combine_agree_on_what_is_neutral(override, neutral):
-    from replicate.cli import overridden_setup
+    from replicate.replication import overridden_setup
     from replicate.compare import CompareError, check_poolable
     from replicate.config import compose
     from replicate.identity import fingerprint
@@ -283,7 +283,8 @@ def test_bad_claims_in_a_users_paper_config_are_one_line(tmp_path, monkeypatch, 
 
 
 def test_a_key_appended_past_the_command_line_check_is_still_refused_by_check_config():
-    from replicate.config import ConfigError, check_config, compose
+    from replicate.config import ConfigError, compose
+    from replicate.config_checks import check_config
 
     with pytest.raises(ConfigError, match=r"unknown setting train\.stepz; allowed under train: accum_steps"):
         check_config(compose(["+train.stepz=5"]))

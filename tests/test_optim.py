@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
-from replicate.optim import OPTIMIZERS, build_optimizer, native_forms
+from replicate.optim import OPTIMIZERS, OptimizerSettings, build_optimizer, native_forms
 
 DIMENSION, EXAMPLES, SEEDS, STEPS = 5, 20, 3, 50
 TOLERANCE = 1e-12
@@ -49,7 +49,7 @@ def train(optimizer, weights, steps=STEPS, lr_at=None, start=0):
 
 
 def build(weights, name, weight_decay=0.0, **options):
-    return build_optimizer([{"params": weights, "weight_decay": weight_decay}], name, **options)
+    return build_optimizer([{"params": weights, "weight_decay": weight_decay}], OptimizerSettings(name, **options))
 
 
 def max_difference(first, second) -> float:
@@ -242,12 +242,12 @@ def test_pytorch_forms_equal_the_torch_optim_classes_bit_for_bit(name, options, 
 
 def test_building_and_stepping_does_not_import_torch_dynamo():
     """torch.optim's classes import torch._dynamo (seconds of start-up) when built; ours must not."""
-    script = ("import sys, torch; from replicate.optim import build_optimizer, OPTIMIZERS\n"
+    script = ("import sys, torch; from replicate.optim import build_optimizer, OptimizerSettings, OPTIMIZERS\n"
               "for name in OPTIMIZERS:\n"
               "    p = torch.zeros(3, requires_grad=True); p.grad = torch.ones(3)\n"
               "    form = 'decoupled_lr' if name == 'adamw' else 'grad'\n"
               "    eps = 'inside_sqrt' if name == 'adadelta' else 'outside'\n"
-              "    o = build_optimizer([{'params': [p], 'weight_decay': 0.1}], name, lr=0.1, weight_decay_form=form, eps_placement=eps)\n"
+              "    o = build_optimizer([{'params': [p], 'weight_decay': 0.1}], OptimizerSettings(name, lr=0.1, weight_decay_form=form, eps_placement=eps))\n"
               "    o.step(); o.load_state_dict(o.state_dict())\n"
               "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -340,7 +340,7 @@ def test_every_optimizer_builds_and_steps_on_cuda_with_the_fused_kernels_this_to
 
 def test_caller_groups_are_not_modified():
     groups = [{"params": [fresh_weights()], "weight_decay": 0.1}]
-    build_optimizer(groups, "sgd", lr=0.1, weight_decay_form="decoupled")
+    build_optimizer(groups, OptimizerSettings("sgd", lr=0.1, weight_decay_form="decoupled"))
     assert set(groups[0]) == {"params", "weight_decay"} and groups[0]["weight_decay"] == 0.1
 
 
@@ -369,3 +369,24 @@ def test_bad_input_raises_one_line_error_naming_allowed_values(name, options, al
 def test_native_forms_rejects_unknown_name():
     with pytest.raises(ValueError, match="allowed: sgd"):
         native_forms("lamb")
+
+
+def test_the_plan_hands_the_trainer_one_frozen_statement_checked_when_it_is_made():
+    import dataclasses
+
+    from replicate import conventions
+    from replicate.config import ConfigError
+    from replicate.hyperparameters import build_plan
+
+    hparams = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+    plan = build_plan(conventions.get_convention("sum"), conventions.get_convention("mean"), hparams,
+                      optimizer="sgd", batch_size=32)
+    settings = plan.update.optimizer
+    assert (settings.lr, settings.weight_decay) == pytest.approx((0.01 * 32, 5e-4 / 32))  # lr × B, λ / B
+    assert plan.native == hparams and plan.executed["lr"] == settings.lr == plan.applied["lr"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.lr = 1.0
+    # PyTorch's RMSprop keeps lr outside its momentum buffer: refused when the plan is made, not in training
+    with pytest.raises(ConfigError, match="the executed convention cannot run rmsprop"):
+        build_plan(conventions.get_convention("mean", momentum_form="lr_inside"), None,
+                   {"lr": 0.01, "momentum": 0.9, "eps": 1e-8}, optimizer="rmsprop", batch_size=32)

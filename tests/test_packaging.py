@@ -5,7 +5,7 @@ import sys
 import zipfile
 
 from conftest import ROOT
-from replicate.cli import available_papers
+from replicate.hydra_setup import available_papers
 
 
 def test_the_wheel_carries_every_config(tmp_path):

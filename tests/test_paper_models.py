@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replicate.optim import build_optimizer, parameter_groups
+from replicate.optim import OptimizerSettings, build_optimizer, parameter_groups
 from replicate.paper_models import CaffeCifar10Quick, CaffeLeNet, CifarResNet, KerasMnistMLP
 
 
@@ -74,7 +74,7 @@ def test_bias_lr_mult_steps_as_caffe():
     params = [weight.clone().requires_grad_(), bias.clone().requires_grad_()]
     optimizer = build_optimizer([{"params": [params[0]], "weight_decay": 5e-4, "lr": 0.01},
                                  {"params": [params[1]], "weight_decay": 5e-4, "lr": 0.02}],
-                                "sgd", lr=0.01, momentum=0.9, momentum_form="lr_inside")
+                                OptimizerSettings("sgd", lr=0.01, momentum=0.9, momentum_form="lr_inside"))
     history = [torch.zeros(5, dtype=torch.float64) for _ in range(2)]
     expected = [weight.clone(), bias.clone()]
     for step in range(3):

@@ -11,10 +11,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from replicate.config import compose
 from replicate.data import load_dataset
-from replicate.optim import build_optimizer
-from replicate.plan import make_plan
+from replicate.optim import OptimizerSettings, build_optimizer
+from replicate.hyperparameters import make_plan
 from replicate.precision import SeedGradScaler, seed_rows, set_tf32
-from replicate.train import reported_values, train_seeds
+from replicate.loss import reported_values
+from replicate.train import train_seeds
 
 
 def overflowing_targets(seed: int, steps: int, overflow_at: set[int]) -> list[torch.Tensor]:
@@ -37,7 +38,7 @@ def test_seed_grad_scaler_gives_each_seed_what_torch_grad_scaler_gives_it_alone(
     alone = []
     for seed in (0, 1):
         parameter = torch.zeros(64, requires_grad=True)
-        optimizer = build_optimizer([{"params": [parameter]}], "adam", lr=1e-3)
+        optimizer = build_optimizer([{"params": [parameter]}], OptimizerSettings("adam", lr=1e-3))
         scaler = torch.amp.GradScaler("cpu", growth_interval=interval)
         scales = []
         for target in targets[seed]:
@@ -53,7 +54,7 @@ def test_seed_grad_scaler_gives_each_seed_what_torch_grad_scaler_gives_it_alone(
     together.grad = torch.zeros_like(together)
     buffer = together.detach()
     buffer.grad = together.grad
-    optimizer = build_optimizer([{"params": seed_rows([buffer])}], "adam", lr=1e-3)
+    optimizer = build_optimizer([{"params": seed_rows([buffer])}], OptimizerSettings("adam", lr=1e-3))
     scaler = SeedGradScaler(2, torch.device("cpu"), growth_interval=interval)
     scales = []
     for step in range(steps):
@@ -165,7 +166,7 @@ def test_a_run_turns_tf32_off_unless_asked_and_records_both_flags(tmp_path):
 def test_seeds_batched_under_vmap_train_one_by_one_in_reduced_precision(tmp_path):
     # a CNN's seeds batch as grouped convolutions, which round differently from one seed's in bf16
     from conftest import run_in_process
-    from replicate.cli import ConfigError
+    from replicate.errors import ConfigError
 
     common = ["paper=mnist1d_cnn", "seeds=2", "train.steps=2", "logger=none", "train.precision=bf16"]
     assert run_in_process(common, tmp_path / "auto")["training_path"] == "sequential"
@@ -195,8 +196,9 @@ class _ConvolutionFormats(TorchDispatchMode):
 def test_channels_last_keeps_every_convolution_nhwc_by_training_vmapped_seeds_one_by_one():
     # vmap's convolution rule merges the seed axis into the channels with a copy in NCHW order: batched, the
     # kernels would get NCHW although the user asked for NHWC; one by one, each seed's convolutions are NHWC
-    from replicate.cli import ConfigError, seeds_together
-    from replicate.seeds import SeedStack
+    from replicate.errors import ConfigError
+    from replicate.replication import seeds_together
+    from replicate.seed_stack import SeedStack
 
     overrides = ["paper=sklearn_digits_constant", "model.name=cnn2d", "model.init=pytorch", "train.channels_last=true"]
     cfg = compose(overrides)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from replicate import runtime
-from replicate.runtime import intra_op_threads
+from replicate import cpu
+from replicate.cpu import intra_op_threads
 
 CPU = torch.device("cpu")
 
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 def cores(monkeypatch):
     """Pretend this process may run on `n` cores."""
     def set_cores(n):
-        monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+        monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
     return set_cores
 
 
@@ -46,11 +46,11 @@ def test_torchrun_processes_on_one_node_share_its_cores(cores, monkeypatch):
 # faults depends on the process's history; the contrast pins the threshold at its starting value.
 ALLOCATE = """
 import ctypes, resource, sys, torch
-from replicate import runtime
+from replicate import cpu
 if sys.argv[1] == "reuse":
-    setting = runtime.reuse_freed_memory()
+    setting = cpu.reuse_freed_memory()
 else:
-    ctypes.CDLL(None).mallopt(runtime._M_MMAP_THRESHOLD, 128 << 10)
+    ctypes.CDLL(None).mallopt(cpu._M_MMAP_THRESHOLD, 128 << 10)
     setting = "glibc's starting mmap threshold"
 def allocate():
     for _ in range(50):

@@ -10,15 +10,17 @@ Owns: the `Convention` vocabulary, the framework/paper `PRESETS` with their evid
 
 from replicate.conventions.batch_scaling import scale_batch_size
 from replicate.conventions.convention import FIELD_VALUES, Convention
-from replicate.conventions.convert import (
-    OPTIMIZER_HPARAMS, Conversion, Rule, UnstatedEpsPlacement, applied_convention, convert, decay_form, to_applied,
+from replicate.conventions.conversion import (
+    DECAY_IN_LOSS, OPTIMIZER_HPARAMS, Conversion, Execution, Rule, UnstatedEpsPlacement, applied_convention, convert,
+    decay_form, execute, to_applied,
 )
 from replicate.conventions.presets import (
     EVIDENCE, OPTIMIZER_FORMS, PRESETS, describe, get_convention, optimizer_forms,
 )
 
 __all__ = [
-    "Convention", "Conversion", "EVIDENCE", "FIELD_VALUES", "OPTIMIZER_FORMS",
+    "DECAY_IN_LOSS", "Convention", "Conversion", "EVIDENCE", "Execution", "FIELD_VALUES", "OPTIMIZER_FORMS",
     "OPTIMIZER_HPARAMS", "PRESETS", "Rule", "UnstatedEpsPlacement", "optimizer_forms",
-    "applied_convention", "convert", "decay_form", "describe", "get_convention", "scale_batch_size", "to_applied",
+    "applied_convention", "convert", "decay_form", "describe", "execute", "get_convention", "scale_batch_size",
+    "to_applied",
 ]

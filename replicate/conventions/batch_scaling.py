@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from replicate.conventions.convention import Convention
-from replicate.conventions.convert import Conversion, Rule, convert
+from replicate.conventions.conversion import Conversion, Rule, convert
 from replicate.conventions.presets import PRESETS
 
 SCALINGS = {

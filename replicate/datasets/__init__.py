@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
 
 REAL_DATASETS = ("mnist", "cifar10", "ptb")
 

@@ -91,7 +91,7 @@ def batchify(ids, *, batch_size: int, num_steps: int, layout: str = "tensorflow"
                   lines 19–28), so the ids left over are spread between the rows instead of all cut at the end;
                   main.lua walks its windows as here (`fp`, lines 156–170: reset to the start, hidden state
                   zeroed, when a further window would run past the end)"""
-    from replicate.config import ConfigError
+    from replicate.errors import ConfigError
 
     if layout not in ("tensorflow", "zaremba"):
         raise ConfigError(f"unknown PTB batch layout {layout!r}; allowed: tensorflow, zaremba")

@@ -44,7 +44,7 @@ _RANGES = {
 }
 _FLAGS = ("nesterov", "centered")
 _DECAY_AFTER_CLIPPING = ("grad", "coupled_lr_independent")   # added inside the optimizer
-_DECAY_IN_LOSS = ("l2_half", "l2", "per_batch_l2")            # clipped together with the data gradient
+DECAY_IN_LOSS = ("l2_half", "l2", "per_batch_l2")             # written into the loss: clipped with the data gradient
 _DECOUPLED = ("decoupled_lr", "decoupled")
 
 
@@ -80,6 +80,38 @@ def convert(hparams: dict, source: Convention | str, target: Convention | str, *
     """
     source, target = (get_convention(c) if isinstance(c, str) else c for c in (source, target))
     _check(hparams, source, target, optimizer, batch_size, seq_len, world_size, accum_steps)
+    return _restate(hparams, source, target, optimizer=optimizer, batch_size=batch_size, seq_len=seq_len,
+                    constant_batch=constant_batch, constant_lr=constant_lr, grad_clip=grad_clip,
+                    world_size=world_size, accum_steps=accum_steps)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A paper's hyperparameters restated for the run that executes them, checked once."""
+
+    conversion: Conversion | None  # native → executed convention; None when the native convention runs
+    executed: dict                 # the hyperparameters in the executed convention
+    applied: dict                  # the same numbers as the executed code hands its optimizer (to_applied)
+    applied_decay_form: str        # what the applied weight_decay is: decay_form of the applied convention
+
+
+def execute(hparams: dict, native: Convention, executed: Convention | None, *, optimizer: str, batch_size: int,
+            seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True) -> Execution:
+    """`hparams`, stated in `native`, converted to `executed` (None: run as stated) and then restated in
+    the units the executed code applies them (`to_applied`). The values are checked once, here."""
+    target = native if executed is None else executed
+    _check(hparams, native, target, optimizer, batch_size, seq_len, 1, 1)
+    shared = dict(optimizer=optimizer, batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch)
+    conversion = None if executed is None else _restate(hparams, native, executed, constant_lr=constant_lr, **shared)
+    values = dict(hparams) if conversion is None else dict(conversion.hparams)
+    applied = _restate(values, target, applied_convention(target), **shared)
+    return Execution(conversion, values, dict(applied.hparams), decay_form(applied.target, optimizer))
+
+
+def _restate(hparams: dict, source: Convention, target: Convention, *, optimizer: str, batch_size: int,
+             seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True,
+             grad_clip: bool | None = None, world_size: int = 1, accum_steps: int = 1) -> Conversion:
+    """convert's rules, on values already checked."""
     mu = hparams.get("momentum", 0.0 if optimizer in MOMENTUM_OPTIMIZERS else None)
     shape = StepShape(batch_size, seq_len, mu)
     if grad_clip is None:
@@ -201,7 +233,7 @@ def _decay_issues(ctx: _Context, src_form: str, tgt_form: str) -> list[str]:
         return issues
     if forms & set(_DECOUPLED):
         return issues + _coupled_vs_decoupled(ctx, forms)
-    if ctx.clipping and forms & set(_DECAY_IN_LOSS) and forms & set(_DECAY_AFTER_CLIPPING):
+    if ctx.clipping and forms & set(DECAY_IN_LOSS) and forms & set(_DECAY_AFTER_CLIPPING):
         issues.append("with gradient clipping on, the L2 gradient of a loss term is clipped while "
                       "'grad' decay is added after clipping")
     return issues
@@ -214,7 +246,7 @@ def _coupled_vs_decoupled(ctx: _Context, forms: set[str]) -> list[str]:
                 ": no value makes them equal (Loshchilov & Hutter 2019, 'Decoupled Weight Decay "
                 "Regularization'); the per-step product lr·λ is kept"]
     issues = []
-    if ctx.clipping and forms & set(_DECAY_IN_LOSS):
+    if ctx.clipping and forms & set(DECAY_IN_LOSS):
         issues.append("with gradient clipping on, the L2 gradient of a loss term is clipped while "
                       "decoupled decay is not")
     if "decoupled" in forms and not ctx.constant_lr:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from replicate.config import ConfigError
+from replicate.errors import ConfigError
 from replicate.models import build_model, initialize_like_sklearn
 from replicate.seed_gru import SeedGRU, seed_gru_covers
 

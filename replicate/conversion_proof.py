@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from replicate import conventions
 from replicate.config import Config
 from replicate.data import load_dataset
-from replicate.plan import build_plan
+from replicate.hyperparameters import build_plan
 from replicate.train import train_seeds
 
 TOLERANCE = 1e-12  # largest parameter difference an exact rule may leave after the run (float64)

@@ -1,0 +1,205 @@
+"""The checks Hydra cannot do: values the schema (replicate.config) cannot express, each a `ConfigError`
+with a one-line message that the command line prints without a traceback.
+
+    check_config(compose(["paper=mnist1d_cnn"]))
+
+Each name a config may use is owned by the module that implements it, and imported from there:
+models.MODELS (model.name), data.DATASETS (data.name), schedule.SCHEDULES, optim.OPTIMIZERS,
+loss.LOSS_VALUES (train.loss_value), precision.PRECISIONS, log.LOGGERS, and for claims
+train.METRICS, verdict.STATISTICS and DIRECTIONS, report.UNITS.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from replicate.config import DEVICES, DTYPES, MAX_SEED, Config, allowed_keys, unknown_keys
+from replicate.errors import ConfigError
+from replicate.numerics import MODES as NUMERICS_MODES
+
+
+def _require_choice(value: Any, allowed: tuple, what: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def _require_positive(value: Any, what: str) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+
+
+def check_config(cfg: Any) -> None:
+    """Check values the schema cannot express. Raises ConfigError with one line."""
+    from omegaconf import OmegaConf
+
+    from replicate import conventions
+    from replicate.data import DATA_ORDERS, DATASETS, SCALINGS
+    from replicate.log import LOGGERS
+    from replicate.loss import LOSS_VALUES
+    from replicate.models import CONV2D_MODELS, INITS, MODELS
+    from replicate.optim import OPTIMIZERS
+    from replicate.hyperparameters import conventions_fields
+    from replicate.precision import PRECISIONS
+    from replicate.schedule import SCHEDULES
+
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False), Config)
+    if unknown:
+        parent = unknown[0].rpartition(".")[0]
+        allowed = ", ".join(allowed_keys(parent)) or "none"
+        raise ConfigError(f"unknown setting {unknown[0]}; allowed under {parent or 'the top level'}: {allowed}; "
+                          "a leading + adds a key but does not make a misspelt one valid: correct the name")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value(s) for {', '.join(missing)}; every paper config states these")
+
+    _require_choice(cfg.model.name, MODELS, "model")
+    _require_choice(cfg.model.init, INITS, "model.init")
+    _require_choice(cfg.data.name, DATASETS, "dataset")
+    _require_choice(cfg.data.order, DATA_ORDERS, "data.order")
+    _require_choice(cfg.data.scaling, SCALINGS, "data.scaling")
+    _require_choice(cfg.schedule.name, SCHEDULES, "schedule")
+    _require_choice(cfg.train.dtype, DTYPES, "train.dtype")
+    _require_choice(cfg.train.loss_value, LOSS_VALUES, "train.loss_value")
+    _require_choice(str(cfg.train.batched).lower(), ("auto", "true", "false"), "train.batched")
+    _require_choice(cfg.device, DEVICES, "device")
+    _require_choice(cfg.train.precision, PRECISIONS, "train.precision")
+    _require_positive(cfg.train.accum_steps, "train.accum_steps")
+    if cfg.train.channels_last and cfg.model.name not in CONV2D_MODELS:
+        raise ConfigError(f"train.channels_last=true needs a model with 2-D convolutions; model {cfg.model.name!r} "
+                          f"has none (allowed: {', '.join(CONV2D_MODELS)})")
+    _require_choice(cfg.logger, LOGGERS, "logger")
+    _require_choice(cfg.optimizer.name, OPTIMIZERS, "optimizer")
+    _require_positive(cfg.optimizer.lr, "optimizer.lr")
+    _require_positive(cfg.train.batch_size, "train.batch_size")
+    _require_positive(cfg.seeds, "seeds")
+    if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be >= 0 and <= {MAX_SEED} (numpy's seed range), got {cfg.seed}")
+    if cfg.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"seeds must be at most {MAX_SEED + 1} (seeds are 0..seeds-1), got {cfg.seeds}")
+    if cfg.train.steps is None and cfg.train.epochs is None:
+        raise ConfigError("set train.steps or train.epochs")
+    if cfg.train.steps is not None:
+        _require_positive(cfg.train.steps, "train.steps")
+    if cfg.train.epochs is not None:
+        _require_positive(cfg.train.epochs, "train.epochs")
+    if cfg.optimizer.weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}")
+    if not 0 <= cfg.optimizer.momentum < 1:
+        raise ConfigError(f"optimizer.momentum must be in [0, 1), got {cfg.optimizer.momentum}")
+    for limit in ("grad_clip", "grad_clip_value"):
+        value = cfg.optimizer[limit]
+        if value is not None:
+            _require_positive(value, f"optimizer.{limit}")
+    if cfg.checkpoint.every < 0:
+        raise ConfigError(f"checkpoint.every must be >= 0 (0 turns checkpoints off), got {cfg.checkpoint.every}")
+    if cfg.data.root is not None and not cfg.data.download and not Path(cfg.data.root).expanduser().is_dir():
+        raise ConfigError(f"data.root {cfg.data.root} is not a directory; create it, or leave data.root unset "
+                          "to use the cache in ~/.cache/replicate ($REPLICATE_CACHE)")
+    if cfg.runtime.threads is not None:
+        _require_positive(cfg.runtime.threads, "runtime.threads")
+    for size in ("input_size", "output_size", "hidden_size", "channels"):
+        if cfg.model[size] is not None:
+            _require_positive(cfg.model[size], f"model.{size}")
+    for name in ("lr", "momentum", "weight_decay", "eps", "alpha", "rho", "initial_accumulator_value",
+                 "grad_clip", "grad_clip_value"):
+        _require_finite(cfg.optimizer[name], f"optimizer.{name}")
+    _check_optimizer_and_schedule(cfg)
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0: about 25 points per run), got {cfg.train.eval_every}")
+    _require_positive(cfg.model.stride, "model.stride")
+    if cfg.data.num_samples is not None:
+        _require_positive(cfg.data.num_samples, "data.num_samples")
+    if cfg.data.train_split is not None and not 0 < cfg.data.train_split < 1:
+        raise ConfigError(f"data.train_split must be in (0, 1): the fraction of examples used for training, "
+                          f"got {cfg.data.train_split}")
+    if cfg.data.label_noise is not None and not 0 <= cfg.data.label_noise <= 1:
+        raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
+                          f"got {cfg.data.label_noise}")
+    _check_paper_model_settings(cfg)
+    if cfg.data.name == "synthetic":
+        for name in ("size", "features", "classes"):
+            _require_positive(cfg.data[name], f"data.{name}")
+    _require_choice(cfg.runtime.numerics, NUMERICS_MODES, "runtime.numerics")
+    try:
+        conventions.Convention(name="native", **conventions_fields(cfg))
+        if cfg.train.convention is not None:
+            conventions.get_convention(cfg.train.convention, cfg.optimizer.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not cfg.paper.claims:
+        raise ConfigError(f"paper {cfg.paper.id!r} states no claims; add at least one under paper.claims")
+    for claim in cfg.paper.claims:
+        _check_claim(claim)
+
+
+def _check_optimizer_and_schedule(cfg: Any) -> None:
+    """Values PyTorch's update rules or the schedules would reject with a traceback, or run as nonsense."""
+    optimizer, schedule = cfg.optimizer, cfg.schedule
+    betas = list(optimizer.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}; e.g. optimizer.betas=[0.9,0.999]")
+    if optimizer.eps is not None:
+        _require_positive(optimizer.eps, "optimizer.eps")
+    for name in ("alpha", "rho"):
+        if not 0 <= optimizer[name] <= 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1], got {optimizer[name]}")
+    if optimizer.initial_accumulator_value < 0:
+        raise ConfigError(f"optimizer.initial_accumulator_value must be >= 0, got {optimizer.initial_accumulator_value}")
+    if schedule.name == "step":
+        _require_positive(schedule.step_size, "schedule.step_size")
+    if schedule.name in ("step", "multistep", "inv"):
+        _require_positive(schedule.gamma, "schedule.gamma")
+    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
+        raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
+                          f"{len(schedule.knots)} and {len(schedule.values)}")
+
+
+def _require_finite(value: Any, what: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+
+
+def _check_claim(claim: Any) -> None:
+    from replicate.report import UNITS
+    from replicate.train import METRICS
+    from replicate.verdict import DIRECTIONS, STATISTICS
+
+    _require_choice(claim.statistic, STATISTICS, f"statistic in claim {claim.name!r}")
+    _require_choice(claim.direction, DIRECTIONS, f"direction in claim {claim.name!r}")
+    _require_choice(claim.metric, METRICS, f"metric in claim {claim.name!r}")
+    _require_choice(claim.unit, UNITS, f"unit in claim {claim.name!r}")
+    for key in ("value", "tolerance", "std"):
+        _require_finite(claim[key], f"claim {claim.name!r}: {key}")
+    if claim.tolerance < 0:
+        raise ConfigError(f"claim {claim.name!r}: tolerance must be >= 0, got {claim.tolerance}")
+    if claim.std is not None and claim.std < 0:
+        raise ConfigError(f"claim {claim.name!r}: std must be >= 0, got {claim.std}")
+    if claim.n is not None and claim.n < 1:
+        raise ConfigError(f"claim {claim.name!r}: n must be positive, got {claim.n}")
+    loss = claim.metric.endswith("loss")
+    if loss != (claim.unit == "nats"):
+        allowed = "nats" if loss else "% or fraction"
+        raise ConfigError(f"claim {claim.name!r}: metric {claim.metric} is measured in {allowed}, not {claim.unit!r}")
+    if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
+        raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")
+
+
+def _check_paper_model_settings(cfg: Any) -> None:
+    """The settings the classic image recipes added: bias lr multiplier, dropout, depth, augmentation."""
+    from replicate.models import CONV2D_MODELS
+
+    _require_positive(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
+    _require_finite(cfg.optimizer.bias_lr_mult, "optimizer.bias_lr_mult")
+    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.model.depth is not None and (cfg.model.depth < 8 or (cfg.model.depth - 2) % 6):
+        raise ConfigError(f"model.depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {cfg.model.depth}")
+    augment = cfg.augment
+    _require_choice(augment.padding_mode, ("zeros", "reflect"), "augment.padding_mode")
+    for name in ("crop_padding", "cutout"):
+        if augment[name] < 0:
+            raise ConfigError(f"augment.{name} must be >= 0 pixels (0: off), got {augment[name]}")
+    if (augment.crop_padding or augment.flip or augment.cutout) and cfg.model.name not in CONV2D_MODELS:
+        raise ConfigError(f"augment.* needs an image model ({', '.join(CONV2D_MODELS)}); model {cfg.model.name!r} "
+                          "takes vectors: set augment.crop_padding=0 augment.flip=false augment.cutout=0")
