@@ -49,10 +49,13 @@ def cache_dir(root: str | None) -> Path:
 
 
 def load_dataset(data_cfg, *, dtype: torch.dtype, device: torch.device | str, paper_id: str | None = None) -> Dataset:
-    from replicate.datasets import REAL_DATASETS, load_real_dataset
+    from replicate.datasets import REAL_DATASETS
 
     if data_cfg.name in REAL_DATASETS:  # files under data.root; paper_id: for the command that fetches them
-        data = load_real_dataset(data_cfg, dtype=dtype, device=device, paper_id=paper_id)
+        from replicate.datasets.load import load_real_dataset
+
+        data = Dataset(**load_real_dataset(data_cfg, cache_dir(data_cfg.root), dtype=dtype, device=device,
+                                           paper_id=paper_id))
         return subtract_mean_image(data) if data_cfg.mean_image else data
     loaders = {"mnist1d": _load_mnist1d, "sklearn_digits": _load_sklearn_digits, "sklearn_iris": _load_sklearn_iris,
                "synthetic": _make_synthetic}

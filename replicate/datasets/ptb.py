@@ -66,18 +66,18 @@ def read(root: Path) -> dict:
     return {**ids, "vocabulary": vocabulary, "description": description}
 
 
-def to_dataset(read_result: dict, *, device):
-    """The three id streams on the device. A language model's inputs and targets are one stream, so
-    x and y are the same 1-D tensor; `batchify` makes the reader's (input, target) windows."""
+def dataset_fields(read_result: dict, *, device) -> dict:
+    """The three id streams on the device, as the fields of a replicate.data.Dataset. A language model's
+    inputs and targets are one stream, so x and y are the same 1-D tensor; `batchify` makes the reader's
+    (input, target) windows."""
     import torch
-
-    from replicate.data import Dataset
 
     stream = {split: torch.as_tensor(read_result[split], device=device) for split in SPLITS}
     vocabulary_size = len(read_result["vocabulary"])
-    return Dataset("ptb", stream["train"], stream["train"], stream["test"], stream["test"], vocabulary_size,
-                   {**read_result["description"], "num_classes": vocabulary_size},
-                   x_valid=stream["valid"], y_valid=stream["valid"])
+    return dict(name="ptb", x_train=stream["train"], y_train=stream["train"], x_test=stream["test"],
+                y_test=stream["test"], num_classes=vocabulary_size,
+                description={**read_result["description"], "num_classes": vocabulary_size},
+                x_valid=stream["valid"], y_valid=stream["valid"])
 
 
 def batchify(ids, *, batch_size: int, num_steps: int, layout: str = "tensorflow"):
