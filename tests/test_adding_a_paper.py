@@ -9,7 +9,12 @@ import pytest
 
 from conftest import ROOT
 from replicate import conventions
-from replicate.config import DATA_ORDERS, DATASETS, DIRECTIONS, METRICS, MODELS, SCHEDULES, STATISTICS, UNITS
+from replicate.data import DATA_ORDERS, DATASETS
+from replicate.models import MODELS
+from replicate.report import UNITS
+from replicate.schedule import SCHEDULES
+from replicate.train import METRICS
+from replicate.verdict import DIRECTIONS, STATISTICS
 
 DOC = (ROOT / "docs" / "adding-a-paper.md").read_text()
 SHORTENED = ["seeds=2", "train.steps=20", "logger=none"]  # appended: Hydra keeps the last value of a key

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import run_command
 from replicate.arguments import Command, Option, UsageError
-from replicate.config import DEVICES, DTYPES, LOGGERS
+from replicate.config import DEVICES, DTYPES
+from replicate.log import LOGGERS
 from replicate.numerics import MODES as NUMERICS_MODES
 
 TOOLS = ("convert", "compare", "bench", "catalog", "audit", "study", "check", "calibrate", "dashboard")
