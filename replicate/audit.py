@@ -60,6 +60,8 @@ COMMAND = Command(
     options=(Option("paper", "the catalog entry to audit (python -m replicate --help lists the ids)", "mnist1d_mlp",
                     shown="<catalog id>"),
              Option("format", "what to print (audit.json and audit.md are written either way)", "table", choices=FORMATS),
+             Option("batch", "train readings that differ only in the optimizer's numbers (learning rate, weight "
+                             "decay) together as one computation, each bit for bit as alone", True, kind="bool"),
              Option("hydra.run.dir", "where to write (default outputs/<paper>/audit-<time>); rerunning the same "
                                      "directory reuses finished readings", shown="<dir>")),
     examples=("python -m replicate.audit paper=sklearn_iris_invscaling_momentum",
@@ -82,7 +84,7 @@ def parse_arguments(argv: list[str]) -> tuple[list[str], dict[str, list[str]], d
     directories, argv = split_config_dirs(argv)
     arguments = COMMAND.parse(argv)
     options = {"format": arguments["format"], "dir": arguments["hydra.run.dir"], "config_dirs": directories,
-               "paper": arguments["paper"]}
+               "paper": arguments["paper"], "batch": arguments["batch"]}
     # a --config-dir is one more place Hydra looks for paper/<id>.yaml, for every reading's composition
     searched = ", ".join(f"'file://{Path(directory).resolve()}'" for directory in directories)
     plain = [f"hydra.searchpath=[{searched}]"] if directories else []
@@ -253,7 +255,7 @@ def summarize(readings: list[Reading], classes: list[list[int]]) -> dict:
 
 
 def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_dir: Path | None, *,
-              log=print) -> tuple[dict, Path]:
+              log=print, batch: bool = True) -> tuple[dict, Path]:
     """Train every equivalence class once and judge it; returns (audit dict, audit directory)."""
     from replicate.checkpoint import run_lock
     from replicate.config import compose
@@ -276,12 +278,22 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
     for reading in readings:
         reading.identity = update_identity(reading.cfg, reference, len(data.y_train))
     classes = equivalence_classes(readings)
-    for number, members in enumerate(classes, start=1):
-        representative = readings[members[0]]
-        run_dir = audit_dir / f"reading-{number}_{representative.slug}"
-        group = f"{paper}/audit/{representative.slug}"
-        cfg = compose([*overrides, *representative.overrides, f"wandb.group='{group}'"])  # quoted: it holds '='
+    representatives = [readings[members[0]] for members in classes]
+    run_dirs = [audit_dir / f"reading-{number}_{reading.slug}" for number, reading in enumerate(representatives, start=1)]
+    cfgs = [compose([*overrides, *reading.overrides, f"wandb.group='{paper}/audit/{reading.slug}'"])  # quoted: it holds '='
+            for reading in representatives]
+    together = []
+    if batch:  # readings that differ only in the optimizer's numbers: one batched computation, each run as if alone
+        from replicate.sweep import train_runs_together
 
+        with contextlib.ExitStack() as held:
+            for run_dir in run_dirs:
+                held.enter_context(run_lock(run_dir))
+            together = train_runs_together(cfgs, run_dirs, log=log)
+        for index in (index for group in together for index in group):
+            cfgs[index].resume = True  # its seeds are in its run directory, fresh: replicate_paper reads them
+    for number, (members, cfg, run_dir) in enumerate(zip(classes, cfgs, run_dirs), start=1):
+        representative = readings[members[0]]
         same = "" if len(members) == 1 else " (trained once for " + "; ".join(readings[i].label for i in members) + ")"
         log(f"reading {number}/{len(classes)}: {representative.label}{same}")
         # each replication's own table goes to stderr (stdout is the audit's), and its directory is held
@@ -295,6 +307,7 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
             readings[index].report = report
     classes = merge_identical(classes, readings)
     audit = {"paper": paper, **summarize(readings, classes),
+             "trained_together": [[representatives[index].settings for index in group] for group in together],
              "command": "python -m replicate.audit " + " ".join([*overrides, *(f"readings.{key}={','.join(values)}"
                                                                             for key, values in reading_values.items())]),
              "wall_time_s": round(time.perf_counter() - started, 1)}
@@ -311,6 +324,9 @@ def render_table(audit: dict) -> str:
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     lines += ["", f"distinguishable: {'yes' if audit['distinguishable'] else 'no'}"]
+    for group in audit.get("trained_together", []):
+        lines.append("- trained together as one batched computation, each bit for bit as alone: "
+                     + "; ".join(", ".join(f"`{k}={v}`" for k, v in m.items()) for m in group))
     for members in audit["classes"]:
         if len(members) > 1:
             lines.append("  one class (the same update): " + " | ".join(", ".join(f"{k}={v}" for k, v in m.items())
@@ -343,6 +359,9 @@ def render_markdown(audit: dict) -> str:
     lines += ["", f"- distinguishable: {'yes' if audit['distinguishable'] else 'no'}",
               "- recommended: " + (", ".join(f"`{k}={v}`" for k, v in recommended.items()) if recommended else "none")
               + f" ({audit['reason']})"]
+    for group in audit.get("trained_together", []):
+        lines.append("- trained together as one batched computation, each bit for bit as alone: "
+                     + "; ".join(", ".join(f"`{k}={v}`" for k, v in m.items()) for m in group))
     for members in audit["classes"]:
         if len(members) > 1:
             lines.append("- one equivalence class (exact conversion, or bit-identical results): "
@@ -373,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     install_stop_handlers()  # a stop signal saves the reading in training; rerunning the audit resumes it
     prepare_process(argv)  # runtime.numerics=... given here applies to every reading
     try:
-        audit, audit_dir = run_audit(overrides, reading_values, options["dir"],
+        audit, audit_dir = run_audit(overrides, reading_values, options["dir"], batch=options["batch"],
                                      log=lambda line: print(line, file=sys.stderr))
         write_audit(audit, audit_dir)
     except (AuditError, ConfigError) as error:

@@ -33,13 +33,11 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
 
     from replicate import report as reporting
     from replicate.checkpoint import deferred_stops
-    from replicate.cpu import intra_op_threads, reuse_freed_memory
+    from replicate.cpu import reuse_freed_memory
     from replicate.data import BatchOrder, load_dataset
     from replicate.hyperparameters import make_plan
-    from replicate.identity import execution_identity
     from replicate.log import mirror_to_wandb, print_summary
-    from replicate.models import check_model_fits, is_recurrent
-    from replicate.numerics import fingerprint_fields, numerics_environment
+    from replicate.models import check_model_fits
     from replicate.precision import set_tf32
     from replicate.train import total_steps
 
@@ -65,20 +63,16 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
         return {}
     vectorize = seeds_together(cfg, data, dtype, len(seeds))
-    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seeds) if vectorize else 1, device=device,
-                               recurrent=is_recurrent(cfg.model))
+    threads, numerics, execution = run_execution(cfg, data, device, vectorize=vectorize)
     torch.set_num_threads(threads)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
-    numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
     if cfg.runtime.numerics == "portable" and not numerics["pinned"] and rank == 0:
         print(f"warning: runtime.numerics=portable is not in force in this process (ATen {numerics['cpu_capability']}, "
               f"settings {numerics['settings']}); the report records the numerics as applied", file=sys.stderr)
     progress = tqdm(total=steps * len(seeds), desc=f"{cfg.paper.id} ({len(seeds)} seeds)", unit="step",
                     disable=not cfg.runtime.progress or rank != 0, leave=False, mininterval=0.5)
-    # what changes float results once resolved, the numerics the libraries run under included
-    execution = {**execution_identity(device, threads, cfg, vectorize=vectorize), **fingerprint_fields(numerics)}
     try:
         # a stop signal ends training at the next step boundary, after saving the group's checkpoint
         with deferred_stops():
@@ -117,6 +111,20 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         reporting.write_json(Path(paths["json"]), report)
     print_summary(report, paths["markdown"])
     return report
+
+
+def run_execution(cfg, data, device, *, vectorize: bool) -> tuple[int, dict, dict]:
+    """(intra-op threads, numerics environment, execution identity) of a run: what changes float results
+    once resolved, the numerics the libraries run under included (part of each seed's fingerprint)."""
+    from replicate.cpu import intra_op_threads
+    from replicate.identity import execution_identity
+    from replicate.models import is_recurrent
+    from replicate.numerics import fingerprint_fields, numerics_environment
+
+    threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seed_list(cfg)) if vectorize else 1,
+                               device=device, recurrent=is_recurrent(cfg.model))
+    numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
+    return threads, numerics, {**execution_identity(device, threads, cfg, vectorize=vectorize), **fingerprint_fields(numerics)}
 
 
 def judge_claims(claims, results: list, seeds: list[int]) -> list[dict]:

@@ -77,9 +77,10 @@ def log_grid(low: float, high: float, points: int) -> list[float]:
     return [float(f"{10 ** (math.log10(low) + i * step):.3g}") for i in range(points)]
 
 
-def final_losses(paper: str, *, convention: str, batch_size: int, lr: float, examples: int, seeds: list[int],
-                 data=None) -> list[float]:
-    """Final training-set loss per seed of one setting (inf where a seed diverged)."""
+def final_losses(paper: str, *, convention: str, batch_size: int, lrs: list[float], examples: int, seeds: list[int],
+                 data=None) -> list[list[float]]:
+    """Final training-set loss per learning rate and seed (inf where a seed diverged). The learning rates
+    train together as one computation where the model allows it (replicate.sweep), each bit for bit as alone."""
     import torch
 
     from replicate.config import compose
@@ -87,22 +88,27 @@ def final_losses(paper: str, *, convention: str, batch_size: int, lr: float, exa
     from replicate.data import load_dataset
     from replicate.hyperparameters import make_plan
     from replicate.seed_stack import can_vectorize
+    from replicate.sweep import train_plans_together, why_not_together
     from replicate.train import train_seeds
 
-    cfg = compose([f"paper={paper}", "optimizer.name=sgd", "optimizer.momentum=0", "optimizer.nesterov=false",
-                   "optimizer.weight_decay=0", f"optimizer.lr={lr}", f"train.batch_size={batch_size}",
-                   f"train.steps={max(1, examples // batch_size)}", "train.epochs=null", "schedule.name=constant",
-                   f"conventions.loss_reduction={convention}", "conventions.momentum_form=lr_outside",
-                   "conventions.weight_decay_form=grad", "conventions.lr_unit=per_batch", "train.convention=null",
-                   "train.eval_every=0", "checkpoint.every=0"])
-    check_config(cfg)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
-    data = data or load_dataset(cfg.data, dtype=dtype, device="cpu")
-    plan = make_plan(cfg, n_train=len(data.y_train))
-    vectorize = len(seeds) > 1 and can_vectorize(cfg.model, data, dtype)
-    results = train_seeds(cfg, data, plan, seeds, vectorize=vectorize)
-    return [math.inf if result.diverged_at is not None or not math.isfinite(result.metrics["train_loss"])
-            else result.metrics["train_loss"] for result in results]
+    cfgs = [compose([f"paper={paper}", "optimizer.name=sgd", "optimizer.momentum=0", "optimizer.nesterov=false",
+                     "optimizer.weight_decay=0", f"optimizer.lr={lr}", f"train.batch_size={batch_size}",
+                     f"train.steps={max(1, examples // batch_size)}", "train.epochs=null", "schedule.name=constant",
+                     f"conventions.loss_reduction={convention}", "conventions.momentum_form=lr_outside",
+                     "conventions.weight_decay_form=grad", "conventions.lr_unit=per_batch", "train.convention=null",
+                     "train.eval_every=0", "checkpoint.every=0", f"seeds={len(seeds)}"]) for lr in lrs]
+    for cfg in cfgs:
+        check_config(cfg)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfgs[0].train.dtype]
+    data = data or load_dataset(cfgs[0].data, dtype=dtype, device="cpu")
+    plans = [make_plan(cfg, n_train=len(data.y_train)) for cfg in cfgs]
+    if why_not_together(cfgs, plans, data) is None:
+        runs = train_plans_together(cfgs[0], data, plans, seeds)
+    else:
+        vectorize = len(seeds) > 1 and can_vectorize(cfgs[0].model, data, dtype)
+        runs = [train_seeds(cfg, data, plan, seeds, vectorize=vectorize) for cfg, plan in zip(cfgs, plans)]
+    return [[math.inf if result.diverged_at is not None or not math.isfinite(result.metrics["train_loss"])
+             else result.metrics["train_loss"] for result in results] for results in runs]
 
 
 def run_lr_vs_batch(options: dict, log=print) -> dict:
@@ -126,11 +132,9 @@ def run_lr_vs_batch(options: dict, log=print) -> dict:
             if convention == "sum" and batch_size == 1:  # a sum over one example is its mean: the same runs
                 losses["sum"]["1"] = losses["mean"]["1"]
                 continue
-            medians = []
-            for lr in options["lrs"]:
-                per_seed = final_losses(options["paper"], convention=convention, batch_size=batch_size, lr=lr,
-                                        examples=options["examples"], seeds=seeds, data=data)
-                medians.append(statistics.median(per_seed))
+            per_lr = final_losses(options["paper"], convention=convention, batch_size=batch_size, lrs=options["lrs"],
+                                  examples=options["examples"], seeds=seeds, data=data)
+            medians = [statistics.median(per_seed) for per_seed in per_lr]
             losses[convention][str(batch_size)] = medians
             log(f"batch {batch_size:>4}, {convention:>4}: best lr {best(options['lrs'], medians)}")
     best_lr = {convention: {size: best(options["lrs"], values) for size, values in by_size.items()}

@@ -68,6 +68,26 @@ def test_readings_that_differ_are_ranked_on_the_command_line(tmp_path):
     assert "distinguishable: yes" in result.stdout and "rank" in result.stdout
 
 
+def test_readings_that_differ_only_in_the_learning_rate_train_together_each_as_alone(tmp_path):
+    # issue 14: one batched computation for the three readings, each reading's seeds bit for bit what the
+    # audit trains with batch=false, one replication at a time
+    common = ["replicate.audit", "paper=mnist1d_mlp", "seeds=2", "train.steps=30", "logger=none", "format=json",
+              "readings.optimizer.lr=0.001,0.003,0.01"]
+    audits = {}
+    for batch in ("true", "false"):
+        result = run_command([*common, f"batch={batch}", f"hydra.run.dir={tmp_path / batch}"])
+        assert result.returncode == 0, result.stderr
+        audits[batch] = json.loads(result.stdout)
+    assert audits["true"]["trained_together"] == [[{"optimizer.lr": lr} for lr in ("0.001", "0.003", "0.01")]]
+    assert audits["false"]["trained_together"] == []
+    assert "trained together as one batched computation" in (tmp_path / "true" / "audit.md").read_text()
+    for entry in audits["false"]["readings"]:
+        name = entry["run_dir"].split("/")[-1]
+        alone, together = (json.loads((tmp_path / batch / name / "report.json").read_text()) for batch in ("false", "true"))
+        assert json.dumps(together["seeds"]) == json.dumps(alone["seeds"])  # metrics and curves, bit for bit
+    assert [e["rank"] for e in audits["true"]["readings"]] == [e["rank"] for e in audits["false"]["readings"]]
+
+
 @pytest.mark.parametrize("args, message", [
     (["paper=sklearn_digits_momentum", "readings.optimizer.lrr=0.1,0.2"], "no config key 'optimizer.lrr'"),
     (["paper=sklearn_digits_momentum", "readings.optimizer.nesterov=true"], "set it directly with optimizer.nesterov=true"),

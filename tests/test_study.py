@@ -21,8 +21,15 @@ def test_a_small_study_writes_the_best_lr_per_batch_size_and_convention(tmp_path
 
 def test_at_batch_size_one_the_sum_and_the_mean_are_the_same_runs():
     # the study trains batch size 1 once for both conventions; that is only right if they are identical
-    settings = dict(batch_size=1, lr=0.1, examples=20, seeds=[0, 1])
+    settings = dict(batch_size=1, lrs=[0.1, 0.3], examples=20, seeds=[0, 1])
     assert final_losses("mnist1d_mlp", convention="sum", **settings) == final_losses("mnist1d_mlp", convention="mean", **settings)
+
+
+def test_the_learning_rates_trained_together_equal_each_trained_alone():
+    # issue 14: the grid of learning rates is one batched computation; each must be the run alone
+    settings = dict(convention="sum", batch_size=8, examples=160, seeds=[0, 1])
+    together = final_losses("mnist1d_mlp", lrs=[0.01, 0.1, 1.0], **settings)
+    assert together == [final_losses("mnist1d_mlp", lrs=[lr], **settings)[0] for lr in (0.01, 0.1, 1.0)]
 
 
 def test_bad_options_are_one_line_errors():
