@@ -261,6 +261,7 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
     from replicate.config import compose
     from replicate.data import load_dataset
     from replicate.replication import replicate_paper
+    from replicate.sweep import train_runs_together
 
     started = time.perf_counter()
     try:
@@ -282,16 +283,8 @@ def run_audit(overrides: list[str], reading_values: dict[str, list[str]], audit_
     run_dirs = [audit_dir / f"reading-{number}_{reading.slug}" for number, reading in enumerate(representatives, start=1)]
     cfgs = [compose([*overrides, *reading.overrides, f"wandb.group='{paper}/audit/{reading.slug}'"])  # quoted: it holds '='
             for reading in representatives]
-    together = []
-    if batch:  # readings that differ only in the optimizer's numbers: one batched computation, each run as if alone
-        from replicate.sweep import train_runs_together
-
-        with contextlib.ExitStack() as held:
-            for run_dir in run_dirs:
-                held.enter_context(run_lock(run_dir))
-            together = train_runs_together(cfgs, run_dirs, log=log)
-        for index in (index for group in together for index in group):
-            cfgs[index].resume = True  # its seeds are in its run directory, fresh: replicate_paper reads them
+    # readings that differ only in the optimizer's numbers: one batched computation, each run as if alone
+    together = train_runs_together(cfgs, run_dirs, log=log) if batch else []
     for number, (members, cfg, run_dir) in enumerate(zip(classes, cfgs, run_dirs), start=1):
         representative = readings[members[0]]
         same = "" if len(members) == 1 else " (trained once for " + "; ".join(readings[i].label for i in members) + ")"

@@ -154,13 +154,27 @@ def plan_optimizers(stack, decayed: list[str], plans: list, n_seeds: int) -> lis
 def train_runs_together(cfgs: list, run_dirs: list[Path], *, log=print) -> list[list[int]]:
     """Before `replicate_paper` runs each of `cfgs` in its run directory, train those that can share one
     computation together and save each run's seeds there as finished, under the fingerprint the run itself
-    will look for: replicate_paper then judges and reports them as if it had trained them (the caller runs
-    them with resume=true). Returns the groups of indices trained together. Runs whose seeds are all
-    finished already (resume=true) are left alone. The caller holds the run directories (run_lock)."""
+    will look for: replicate_paper then judges and reports them as if it had trained them (their cfg's
+    resume is set to true, so that it reads them). Returns the groups of indices trained together. Runs
+    whose seeds are all finished already (resume=true) are left alone. Each run directory is held
+    (replicate.checkpoint.run_lock) while the runs train."""
+    import contextlib
+
+    from replicate.checkpoint import run_lock
     from replicate.replication import resolve_device
 
     if any(cfg.dry_run for cfg in cfgs) or any(resolve_device(cfg.device).type == "cuda" for cfg in cfgs):
         return []  # GPU runs train one by one, as before
+    with contextlib.ExitStack() as held:
+        for run_dir in run_dirs:
+            held.enter_context(run_lock(run_dir))
+        trained = _train_groups(cfgs, run_dirs, log)
+    for index in (index for group in trained for index in group):
+        cfgs[index].resume = True  # its seeds are in its run directory, fresh
+    return trained
+
+
+def _train_groups(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     groups: dict[str, list[int]] = {}
     for index, cfg in enumerate(cfgs):  # runs with equal data, model and training apart from the optimizer's numbers
         settings = OmegaConf.to_container(cfg, resolve=True)
