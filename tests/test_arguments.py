@@ -7,6 +7,7 @@ import pytest
 from conftest import run_command
 from replicate.arguments import Command, Option, UsageError
 from replicate.config import DEVICES, DTYPES
+from replicate.hydra_setup import available_papers
 from replicate.log import LOGGERS
 from replicate.numerics import MODES as NUMERICS_MODES
 
@@ -46,7 +47,7 @@ def test_python_m_replicate_help_describes_the_keys_not_the_config():
     for key, values in (("device", DEVICES), ("logger", LOGGERS), ("runtime.numerics", NUMERICS_MODES),
                         ("train.dtype", DTYPES)):
         assert f"{key}={'|'.join(values)}" in out, key
-    assert "mnist1d_mlp, mnist1d_shuffled_cnn" in out  # the catalog ids, from conf/paper
+    assert "paper: " + ", ".join(sorted(available_papers())) in out  # the catalog ids, from conf/paper
     assert "claims:" not in out and len(out.splitlines()) < 60  # not the composed config (that is --cfg job)
 
 

@@ -27,7 +27,7 @@ def test_the_wheel_carries_every_config(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "offline"}
     shown = subprocess.run([sys.executable, "-m", "replicate", "--help"], cwd=tmp_path, env=environment,
                            capture_output=True, text=True, timeout=300)
-    assert shown.returncode == 0 and "paper: mnist1d_cnn" in shown.stdout, shown.stderr[-2000:]
+    assert shown.returncode == 0 and "mnist1d_cnn, mnist1d_double_descent" in shown.stdout, shown.stderr[-2000:]
     catalog = subprocess.run([sys.executable, "-m", "replicate.catalog", "readme"], cwd=tmp_path, env=environment,
                              capture_output=True, text=True, timeout=300)
     assert catalog.returncode == 2 and catalog.stderr.count("\n") == 1, catalog.stderr
