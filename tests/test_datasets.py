@@ -335,3 +335,13 @@ def test_an_archive_member_that_is_a_link_is_not_extracted(tmp_path):
     with pytest.raises(DatasetError, match="lacks folder/data"):
         download([item], root)
     assert sorted(path.name for path in root.iterdir()) == ["hostile.tar.gz"]  # no link, no staging folder
+
+
+def test_a_data_root_that_does_not_exist_yet_is_refused_unless_the_download_creates_it(tmp_path):
+    from replicate.config import compose
+    from replicate.config_checks import check_config
+
+    absent = tmp_path / "not-yet"
+    with pytest.raises(ConfigError, match="is not a directory"):
+        check_config(compose(["paper=keras_mnist_mlp", f"data.root={absent}"]))
+    check_config(compose(["paper=keras_mnist_mlp", f"data.root={absent}", "data.download=true"]))
