@@ -63,8 +63,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
               f"{plan.executed_convention.name}; exact conversion: {plan.exact}")
         return {}
     vectorize = seeds_together(cfg, data, dtype, len(seeds))
-    threads, numerics, execution = run_execution(cfg, data, device, vectorize=vectorize)
-    torch.set_num_threads(threads)
+    threads, numerics, execution = run_execution(cfg, data, device, vectorize=vectorize)  # sets the threads
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
                        drop_last=cfg.data.drop_last)
     steps = total_steps(cfg.train, order)
@@ -115,7 +114,10 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
 
 def run_execution(cfg, data, device, *, vectorize: bool) -> tuple[int, dict, dict]:
     """(intra-op threads, numerics environment, execution identity) of a run: what changes float results
-    once resolved, the numerics the libraries run under included (part of each seed's fingerprint)."""
+    once resolved, the numerics the libraries run under included (part of each seed's fingerprint). Sets
+    the process's intra-op threads to the run's first: the numerics record the threads in force."""
+    import torch
+
     from replicate.cpu import intra_op_threads
     from replicate.identity import execution_identity
     from replicate.models import is_recurrent
@@ -123,6 +125,7 @@ def run_execution(cfg, data, device, *, vectorize: bool) -> tuple[int, dict, dic
 
     threads = intra_op_threads(cfg.runtime.threads, batched_seeds=len(seed_list(cfg)) if vectorize else 1,
                                device=device, recurrent=is_recurrent(cfg.model))
+    torch.set_num_threads(threads)
     numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
     return threads, numerics, {**execution_identity(device, threads, cfg, vectorize=vectorize), **fingerprint_fields(numerics)}
 

@@ -213,8 +213,7 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     if reason is not None:
         log(f"readings trained one by one: {reason}")
         return []
-    threads = run_execution(first, data, device, vectorize=True)[0]  # what each run alone would use
-    torch.set_num_threads(threads)
+    run_execution(first, data, device, vectorize=True)  # sets the threads each run alone would use
     log(f"training {len(pending)} readings together as one computation ({len(pending)} × {len(seeds)} seeds)")
     order = BatchOrder(len(data.y_train), batch_size=first.train.batch_size, order=first.data.order, seeds=[0],
                        drop_last=first.data.drop_last)

@@ -71,7 +71,7 @@ def test_readings_that_differ_are_ranked_on_the_command_line(tmp_path):
 def test_readings_that_differ_only_in_the_learning_rate_train_together_each_as_alone(tmp_path):
     # issue 14: one batched computation for the three readings, each reading's seeds bit for bit what the
     # audit trains with batch=false, one replication at a time
-    common = ["replicate.audit", "paper=mnist1d_mlp", "seeds=2", "train.steps=30", "logger=none", "format=json",
+    common = ["replicate.audit", "paper=mnist1d_mlp", "seeds=2", "train.steps=20", "logger=none", "format=json",
               "readings.optimizer.lr=0.001,0.003,0.01"]
     audits = {}
     for batch in ("true", "false"):

@@ -83,6 +83,7 @@ def test_seeds_together_are_bit_for_bit_the_seeds_alone(setup, dtype, batched_th
     assert identical(together, alone), largest_abs(together, alone)
 
 
+@pytest.mark.slow  # the CLI's default thread counts are covered bit for bit above; this is the non-default case
 def test_with_two_threads_for_every_run_seeds_together_agree_with_seeds_alone_to_rounding():
     # runtime.threads=2 gives solo runs two threads too; the BLAS then splits a solo product by its shape
     together, alone = batched_and_alone(LINEAR["sgd momentum, coupled decay, clipping"], "float64", steps=25,

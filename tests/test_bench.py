@@ -30,6 +30,7 @@ def busy_processes_left() -> list[str]:
     return left
 
 
+@pytest.mark.slow  # a whole benchmark in small: run with `python -m pytest -m slow`
 def test_tiny_benchmark_reports_every_metric_and_batched_seeds_equal_sequential_ones(tmp_path):
     completed = run_command(["replicate.bench", "mode=tiny", "format=json"], cwd=tmp_path, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
