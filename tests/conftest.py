@@ -23,6 +23,17 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REPLICATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread unless a test sets more (the CLI's default for a seed trained alone)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_in_process(overrides, run_dir):
     """Compose like `python -m replicate <overrides>` and run the replication; returns the report dict."""
     from replicate.replication import replicate_paper

@@ -19,13 +19,7 @@ from replicate.train import train_seeds
 SEEDS = [0, 1, 2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread unless a test sets more (the CLI's default for a seed trained alone)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread unless a test sets more (conftest)
 
 
 # what the CLI gives SEEDS trained together here: one thread per seed, up to the cores available

@@ -13,12 +13,7 @@ from replicate.train import train_seeds
 SEEDS = [0, 1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread, as the runs alone get (conftest)
 
 
 def runs(common, readings):
