@@ -196,7 +196,7 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     from replicate.data import BatchOrder, load_dataset
     from replicate.hyperparameters import make_plan
     from replicate.identity import fingerprint
-    from replicate.replication import resolve_device, run_execution, seed_list
+    from replicate.replication import resolve_device, run_execution, seed_list, seeds_together
 
     first = cfgs[0]
     device = resolve_device(first.device)
@@ -204,7 +204,9 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
                         device=device, paper_id=first.paper.id)
     seeds = seed_list(first)
     plans = [make_plan(cfg, n_train=len(data.y_train)) for cfg in cfgs]
-    stamps = [fingerprint(cfg, run_execution(cfg, data, device, vectorize=True)[2]) for cfg in cfgs]
+    # the execution each run alone resolves to (one seed trains on the sequential path), for its fingerprint
+    vectorize = seeds_together(first, data, data.x_train.dtype, len(seeds))
+    stamps = [fingerprint(cfg, run_execution(cfg, data, device, vectorize=vectorize)[2]) for cfg in cfgs]
     pending = [i for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs))
                if not (cfg.resume and all(load_seed_result(run_dir, seed, stamps[i]) for seed in seeds))]
     if len(pending) < 2:
@@ -213,7 +215,7 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     if reason is not None:
         log(f"readings trained one by one: {reason}")
         return []
-    run_execution(first, data, device, vectorize=True)  # sets the threads each run alone would use
+    run_execution(first, data, device, vectorize=vectorize)  # sets the threads each run alone would use
     log(f"training {len(pending)} readings together as one computation ({len(pending)} × {len(seeds)} seeds)")
     order = BatchOrder(len(data.y_train), batch_size=first.train.batch_size, order=first.data.order, seeds=[0],
                        drop_last=first.data.drop_last)

@@ -88,6 +88,15 @@ def test_readings_that_differ_only_in_the_learning_rate_train_together_each_as_a
     assert [e["rank"] for e in audits["true"]["readings"]] == [e["rank"] for e in audits["false"]["readings"]]
 
 
+def test_one_seed_readings_train_together_under_the_fingerprint_of_their_sequential_runs(tmp_path):
+    # one seed trains on the sequential path alone: its saved result must carry that run's fingerprint,
+    # or replicate_paper would refuse it as another configuration's
+    result = run_command(["replicate.audit", "paper=sklearn_digits_constant", "logger=none", "train.epochs=3",
+                          "format=json", "readings.optimizer.lr=0.1,0.2", f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["trained_together"] == [[{"optimizer.lr": "0.1"}, {"optimizer.lr": "0.2"}]]
+
+
 @pytest.mark.parametrize("args, message", [
     (["paper=sklearn_digits_momentum", "readings.optimizer.lrr=0.1,0.2"], "no config key 'optimizer.lrr'"),
     (["paper=sklearn_digits_momentum", "readings.optimizer.nesterov=true"], "set it directly with optimizer.nesterov=true"),
