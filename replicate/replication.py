@@ -34,12 +34,11 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     from replicate import report as reporting
     from replicate.checkpoint import deferred_stops
     from replicate.cpu import reuse_freed_memory
-    from replicate.data import BatchOrder, load_dataset
+    from replicate.data import load_dataset
     from replicate.hyperparameters import make_plan
     from replicate.log import mirror_to_wandb, print_summary
     from replicate.models import check_model_fits
     from replicate.precision import set_tf32
-    from replicate.train import total_steps
 
     started = time.perf_counter()
     check_config(cfg)
@@ -64,9 +63,7 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
         return {}
     vectorize = seeds_together(cfg, data, dtype, len(seeds))
     threads, numerics, execution = run_execution(cfg, data, device, vectorize=vectorize)  # sets the threads
-    order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=[0],
-                       drop_last=cfg.data.drop_last)
-    steps = total_steps(cfg.train, order)
+    steps = planned_steps(cfg, data)
     if cfg.runtime.numerics == "portable" and not numerics["pinned"] and rank == 0:
         print(f"warning: runtime.numerics=portable is not in force in this process (ATen {numerics['cpu_capability']}, "
               f"settings {numerics['settings']}); the report records the numerics as applied", file=sys.stderr)
@@ -128,6 +125,24 @@ def run_execution(cfg, data, device, *, vectorize: bool) -> tuple[int, dict, dic
     torch.set_num_threads(threads)
     numerics = numerics_environment(cfg.runtime.numerics, data=data, dtype=cfg.train.dtype, precision=cfg.train.precision)
     return threads, numerics, {**execution_identity(device, threads, cfg, vectorize=vectorize), **fingerprint_fields(numerics)}
+
+
+def planned_steps(cfg, data) -> int:
+    """The optimizer steps a run takes: train.steps, or train.epochs of the training set's batches."""
+    from replicate.data import BatchOrder
+    from replicate.train import total_steps
+
+    return total_steps(cfg.train, BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order,
+                                             seeds=[0], drop_last=cfg.data.drop_last))
+
+
+def save_finished_seed(run_dir: Path, stamp: str, result) -> None:
+    """A trained seed (a replicate.train.SeedResult) saved as finished under the run's fingerprint."""
+    from replicate.checkpoint import save_seed_result
+
+    save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
+                               "curve": result.curve, "diverged_at": result.diverged_at,
+                               "wall_time_s": result.wall_time_s, "path": result.path})
 
 
 def judge_claims(claims, results: list, seeds: list[int]) -> list[dict]:
@@ -267,7 +282,7 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
     seeds found in run_dir and resuming from checkpoints; each finished seed is saved at once.
     execution: replicate.identity.execution_identity(), part of the fingerprint.
     Under torchrun every rank reads run_dir, only the writer (rank 0) writes."""
-    from replicate.checkpoint import group_name, load_seed_result, save_seed_result
+    from replicate.checkpoint import group_name, load_seed_result
     from replicate.identity import fingerprint
     from replicate.train import SeedResult, train_seeds
 
@@ -293,9 +308,7 @@ def train_or_resume(cfg, data, plan, seeds, run_dir: Path, *, vectorize: bool, s
             results += trained
             continue
         for result in trained:
-            save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
-                                       "curve": result.curve, "diverged_at": result.diverged_at,
-                                       "wall_time_s": result.wall_time_s, "path": result.path})
+            save_finished_seed(run_dir, stamp, result)
         checkpoint_path.unlink(missing_ok=True)  # the group's seeds are saved: the checkpoint has served
         if checkpoint_path.parent.exists() and not any(checkpoint_path.parent.iterdir()):
             checkpoint_path.parent.rmdir()

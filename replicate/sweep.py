@@ -192,11 +192,13 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     import torch
     from tqdm import tqdm
 
-    from replicate.checkpoint import group_name, load_seed_result, save_seed_result
-    from replicate.data import BatchOrder, load_dataset
+    from replicate.checkpoint import group_name, load_seed_result
+    from replicate.data import load_dataset
     from replicate.hyperparameters import make_plan
     from replicate.identity import fingerprint
-    from replicate.replication import resolve_device, run_execution, seed_list, seeds_together
+    from replicate.replication import (
+        planned_steps, resolve_device, run_execution, save_finished_seed, seed_list, seeds_together,
+    )
 
     first = cfgs[0]
     device = resolve_device(first.device)
@@ -204,9 +206,11 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
                         device=device, paper_id=first.paper.id)
     seeds = seed_list(first)
     plans = [make_plan(cfg, n_train=len(data.y_train)) for cfg in cfgs]
-    # the execution each run alone resolves to (one seed trains on the sequential path), for its fingerprint
+    # the execution each run alone resolves to (one seed trains on the sequential path), for its fingerprint: the
+    # same for every run of the group, which differ only in the optimizer; this also sets the threads it uses
     vectorize = seeds_together(first, data, data.x_train.dtype, len(seeds))
-    stamps = [fingerprint(cfg, run_execution(cfg, data, device, vectorize=vectorize)[2]) for cfg in cfgs]
+    execution = run_execution(first, data, device, vectorize=vectorize)[2]
+    stamps = [fingerprint(cfg, execution) for cfg in cfgs]
     pending = [i for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs))
                if not (cfg.resume and all(load_seed_result(run_dir, seed, stamps[i]) for seed in seeds))]
     if len(pending) < 2:
@@ -215,19 +219,14 @@ def _train_group(cfgs: list, run_dirs: list[Path], log) -> list[list[int]]:
     if reason is not None:
         log(f"readings trained one by one: {reason}")
         return []
-    run_execution(first, data, device, vectorize=vectorize)  # sets the threads each run alone would use
     log(f"training {len(pending)} readings together as one computation ({len(pending)} × {len(seeds)} seeds)")
-    order = BatchOrder(len(data.y_train), batch_size=first.train.batch_size, order=first.data.order, seeds=[0],
-                       drop_last=first.data.drop_last)
-    steps = total_steps(first.train, order)
+    steps = planned_steps(first, data)
     with tqdm(total=steps * len(pending) * len(seeds), desc=f"{first.paper.id} ({len(pending)} runs together)",
               unit="step", disable=not first.runtime.progress, leave=False, mininterval=0.5) as progress:
         together = train_plans_together(first, data, [plans[i] for i in pending], seeds, progress=progress,
                                         checkpoint_every=first.checkpoint.every)
     for i, results in zip(pending, together):
         for result in results:
-            save_seed_result(run_dirs[i], {"fingerprint": stamps[i], "seed": result.seed, "metrics": result.metrics,
-                                           "curve": result.curve, "diverged_at": result.diverged_at,
-                                           "wall_time_s": result.wall_time_s, "path": result.path})
+            save_finished_seed(run_dirs[i], stamps[i], result)
         (Path(run_dirs[i]) / "checkpoints" / f"{group_name(seeds)}.pt").unlink(missing_ok=True)  # superseded
     return [pending]
