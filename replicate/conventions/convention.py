@@ -1,7 +1,7 @@
 """The vocabulary: one `Convention` names how a training setup turns its loss into an update.
 
 Every field is a fact about the update rule that changes what a hyperparameter *number* means.
-`PRESETS` (presets.py) fills these fields for frameworks and papers; `convert` (convert.py) turns
+`PRESETS` (presets.py) fills these fields for frameworks and papers; `convert` (conversion.py) turns
 numbers from one convention into another. This module imports nothing of the package: presets.py
 builds on it, never the other way round.
 
