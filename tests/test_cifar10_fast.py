@@ -124,6 +124,25 @@ def test_the_trainer_steps_as_pages_loop(model, momentum_form, data_root):
         assert torch.allclose(trained[name].reshape(value.shape), value, rtol=1e-10, atol=1e-13), name
 
 
+def test_the_entry_run_in_the_mean_convention_equals_the_native_sum_run(data_root):
+    """train.convention=mean executes lr × B and λ / B on the batch mean, the lr changing every step: with every batch
+    full (20 images, batches of 4) the parameters after 5 float64 steps equal the native summed run's. (The entry's
+    own epoch ends in a short batch, where no per-batch-mean restatement is exact: replicate.convert says so.)"""
+    overrides = [PAPER, "model.name=caffe_cifar10_quick", f"data.root={data_root}", "train.batch_size=4", "train.steps=5",
+                 "train.dtype=float64", "seeds=1", "logger=none"]
+    runs = {}
+    for convention in ("null", "mean"):
+        cfg = compose([*overrides, f"train.convention={convention}"])
+        data = load_dataset(cfg.data, dtype=torch.float64, device="cpu")
+        plan = make_plan(cfg, n_train=len(data.y_train))
+        runs[convention] = (plan, train_seeds(cfg, data, plan, [0], vectorize=False)[0].parameters)
+    mean_plan, mean_parameters = runs["mean"]
+    assert mean_plan.executed["lr"] == pytest.approx(0.4 / 512 * 4) and mean_plan.executed["weight_decay"] == pytest.approx(0.256 / 4)
+    assert mean_plan.conversion.exact
+    for name, value in runs["null"][1].items():
+        assert torch.allclose(mean_parameters[name], value, rtol=1e-9, atol=1e-13), name
+
+
 def test_the_entry_trains_a_few_small_batches_on_cpu(data_root, tmp_path):
     """The catalog entry end to end (augmentation on, two seeds one at a time) at batch 8; tests/test_configs.py trains it
     at its own batch of 512 only under -m slow (≈ 20 s a step on one core)."""
