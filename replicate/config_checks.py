@@ -150,9 +150,10 @@ def _check_optimizer_and_schedule(cfg: Any) -> None:
         _require_positive(schedule.step_size, "schedule.step_size")
     if schedule.name in ("step", "multistep", "inv"):
         _require_positive(schedule.gamma, "schedule.gamma")
-    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
+    values = schedule["values"]  # not schedule.values: on a DictConfig that is the Mapping method
+    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(values) or not schedule.knots):
         raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
-                          f"{len(schedule.knots)} and {len(schedule.values)}")
+                          f"{len(schedule.knots)} and {len(values)}")
 
 
 def _require_finite(value: Any, what: str) -> None:
