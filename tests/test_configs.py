@@ -16,6 +16,7 @@ EXPECTED = {"mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru",
 EXPECTED |= {"mnist1d_pool_max", "mnist1d_pool_stride", "mnist1d_pool_none",  # benchmark-pooling.ipynb, 1000 examples
              "mnist1d_double_descent_mlp300", "mnist1d_double_descent_noisy_mlp61",  # deep-double-descent.ipynb
              "mnist1d_double_descent_noisy_mlp300"}
+EXPECTED |= {"theano_logreg_mnist"}  # DeepLearningTutorials logistic_sgd.py: early stopping on a held-out split
 
 
 def test_the_catalog_holds_the_fixed_ids():
@@ -45,9 +46,22 @@ def tiny_files(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def held_out_files(tmp_path_factory):
+    """MNIST files for an entry with a validation split: theano_logreg_mnist holds out 10,000 training images, trains
+    on batches of 600 and evaluates 9,600 test images."""
+    from dataset_files import write_mnist
+
+    root = tmp_path_factory.mktemp("held_out_data")
+    write_mnist(root, n_train=10_600, n_test=9_600)
+    return root
+
+
 @pytest.mark.parametrize("paper", PAPERS)
-def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, tiny_files):
-    files = [f"data.root={tiny_files}"] if compose([f"paper={paper}"]).data.name in ("mnist", "cifar10") else []
+def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, tiny_files, request):
+    data = compose([f"paper={paper}"]).data
+    root = request.getfixturevalue("held_out_files") if data.holdout else tiny_files
+    files = [f"data.root={root}"] if data.name in ("mnist", "cifar10") else []
     report = run_in_process([f"paper={paper}", "seeds=2", "train.steps=3", "logger=none", *files], tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["paper"]["id"] == paper and len(saved["seeds"]) == 2
