@@ -88,7 +88,8 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     lines += ["", "## Methodology", "",
               f"- Model: `{report['config']['model']['name']}`; data: {report['data'].get('source', report['config']['data']['name'])} "
               f"({report['data']['n_train']} train / {report['data']['n_test']} test).",
-              f"- Optimizer `{plan['optimizer']}`; {report['steps']} steps of batch {report['config']['train']['batch_size']}; "
+              f"- Optimizer `{plan['optimizer']}`; {'at most ' if any(seed.get('early_stopping') for seed in report['seeds']) else ''}"
+              f"{report['steps']} steps of batch {report['config']['train']['batch_size']}; "
               f"schedule `{report['config']['schedule']['name']}`.",
               f"- Native conventions: {_convention_text(plan['native_convention'])}.",
               f"- Executed conventions: {_convention_text(plan['executed_convention'])}.",
@@ -231,6 +232,10 @@ def draw_learning_curves(report: dict):
             if curve and key in curve[0]:
                 accuracy_axis.plot(steps, [100 * point[key] for point in curve], style, color=line.get_color(), alpha=0.7,
                                    label=f"{key.replace('_', ' ')}" if seed is report["seeds"][0] else None)
+        validations = (seed.get("early_stopping") or {}).get("validations", [])
+        if validations and "valid_error" in validations[0]:  # the validation split, drawn as accuracy
+            accuracy_axis.plot([point["step"] for point in validations], [100 * (1 - point["valid_error"]) for point in validations],
+                               "-.", color=line.get_color(), alpha=0.7, label="validation accuracy" if seed is report["seeds"][0] else None)
         if seed.get("early_stopping", {}).get("best_step") is not None:  # the point whose parameters were measured
             accuracy_axis.axvline(seed["early_stopping"]["best_step"], color=line.get_color(), linestyle=":", linewidth=1,
                                   label=f"seed {seed['seed']}: best validation, step {seed['early_stopping']['best_step']}")
@@ -242,14 +247,16 @@ def draw_learning_curves(report: dict):
             value = 100.0 - value
         color = VERDICT_COLORS.get(claim["verdict"]["verdict"], "black")
         axis.axhline(value, color=color, linestyle="--", linewidth=1,
-                     label=f"claim ({claim['split']}): {claim['claimed']:g}{_unit(claim)} — {claim['verdict']['verdict']}")
+                     label=f"claim ({claim['split']}): {claim['claimed']:.10g}{_unit(claim)}"
+                           f"{' error' if claim['metric'].endswith('error') else ''} — {claim['verdict']['verdict']}")
         band = claim["verdict"]["details"].get("agreement_band")
         if band:  # the band that would have made the verdict REPRODUCED, at the end of training
             center = (band[0] + band[1]) / 2 * scale
             axis.errorbar(last_step, 100.0 - center if claim["metric"].endswith("error") else center, yerr=(band[1] - band[0]) / 2 * scale, color=color,
                           capsize=6, linewidth=2)
     loss_axis.set(xlabel="step", ylabel="training loss (batch mean)", yscale="log", title="training loss")
-    accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed)")
+    accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed" + (
+        ", validation dash-dot)" if any(seed.get("early_stopping") for seed in report["seeds"]) else ")"))
     for axis in (loss_axis, accuracy_axis):
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
