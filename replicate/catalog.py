@@ -65,7 +65,7 @@ def render_result(result: dict) -> str:
              "| claim | claimed | measured | verdict | rule |", "|---|---|---|---|---|"]
     for claim in result["claims"]:
         unit = "%" if claim["unit"] == "%" else ""
-        lines.append(f"| {claim['name']} | {claim['claimed']:g}{unit} ({claim['statistic'].replace('_', ' ')}) | "
+        lines.append(f"| {claim['name']} | {claim['claimed']:.10g}{unit} ({claim['statistic'].replace('_', ' ')}) | "
                      f"{claim['measured']} | **{claim['verdict']}** | {claim['rule']} |")
     lines += ["", *[f"- {claim['name']}: {claim['explanation']}; per seed: {claim['per_seed']}" for claim in result["claims"]],
               "", "```json", json.dumps(result, indent=1), "```", "", RESULT_END]
@@ -132,7 +132,7 @@ def catalog_table(papers_dir: Path = ROOT / "papers") -> str:
         result = read_result(record)
         for claim in result.get("claims", []) or unmeasured_claims(record):
             unit = "%" if claim.get("unit") == "%" else ""
-            claimed = f"{claim['claimed']:g}{unit}" if claim else "—"
+            claimed = f"{claim['claimed']:.10g}{unit}" if claim else "—"
             lines.append(f"| `{record.stem}` | {claim.get('name', 'not yet run')} | {claimed} | "
                          f"{claim.get('measured', '—')} | {claim.get('verdict', '—')} | [papers/{record.name}](papers/{record.name}) |")
     return "\n".join(lines)

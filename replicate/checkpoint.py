@@ -178,6 +178,7 @@ def save_seed_result(run_dir: Path, result: dict) -> None:
 
 
 SEED_FIELDS = {"fingerprint", "seed", "metrics", "curve", "diverged_at", "wall_time_s", "path"}
+OPTIONAL_SEED_FIELDS = {"early_stopping"}  # a run with train.early_stopping: the seed's best point and stop
 
 
 def load_seed_result(run_dir: Path, seed: int, expected_fingerprint: str) -> dict | None:
@@ -206,8 +207,10 @@ def seed_file_problem(result, seed: int) -> str | None:
     """What is wrong with a parsed seed file, or None if it has the layout save_seed_result writes."""
     if not isinstance(result, dict):
         return "not a JSON object" if result is not None else "not valid JSON"
-    if set(result) != SEED_FIELDS:
-        return f"fields {', '.join(sorted(set(result) ^ SEED_FIELDS))} missing or unexpected"
+    if set(result) - OPTIONAL_SEED_FIELDS != SEED_FIELDS:
+        return f"fields {', '.join(sorted((set(result) - OPTIONAL_SEED_FIELDS) ^ SEED_FIELDS))} missing or unexpected"
+    if not isinstance(result.get("early_stopping", {}), dict):
+        return "early_stopping is not a mapping"
     if not isinstance(result["fingerprint"], str):
         return "no fingerprint"
     if result["seed"] != seed or isinstance(result["seed"], bool):

@@ -86,7 +86,7 @@ class DataConfig:
     name: str = MISSING  # one of DATASETS
     root: Optional[str] = None  # directory with downloaded files (mnist, cifar10); generated data is cached here too
     order: str = "shuffle"  # one of DATA_ORDERS: how the training set is walked
-    drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
+    drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders; sequential: each epoch from example 0)
     seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
     shuffle_seq: bool = False  # MNIST-1D: permute the 40 positions of every example by one fixed permutation
     num_samples: Optional[int] = None  # MNIST-1D: examples generated, train and test together (None: 5000, the default)
@@ -104,6 +104,8 @@ class DataConfig:
     mean: List[float] = field(default_factory=list)  # per channel, subtracted after the division ([]: none)
     std: List[float] = field(default_factory=list)  # per channel, divided by after the mean ([]: none)
     holdout: int = 0  # the last N training examples become a validation split (0: none)
+    valid_examples: Optional[int] = None  # mnist, cifar10: only the first N validation examples are evaluated (None: all)
+    test_examples: Optional[int] = None  # mnist, cifar10: only the first N test examples are evaluated (None: all)
     flatten: bool = False  # images as vectors (N, C·H·W) for MLPs and logistic regression, else (N, C, H, W)
     mean_image: bool = False  # mnist, cifar10: subtract the training split's per-pixel mean image (Caffe's mean_file)
 
@@ -163,6 +165,20 @@ class ConventionsConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Validation-based model selection (replicate.early_stopping): each seed validates on the held-out split
+    (data.holdout), keeps its best point's parameters (the final metrics are measured there) and stops when its
+    patience runs out. Steps are optimizer steps counted from 0, as DeepLearningTutorials' `iter`."""
+
+    enabled: bool = False
+    criterion: str = "error"  # one of replicate.early_stopping.CRITERIA: validation zero-one error or mean loss
+    every: int = 1  # steps between validations: after step i when (i + 1) % every == 0, and after the last step
+    patience: int = 1  # steps: a seed stops after step i once patience <= i
+    patience_increase: float = 2.0  # a significant improvement at step i sets patience = max(patience, i × this)
+    improvement_threshold: float = 0.995  # significant: the new best < the old best × this
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = MISSING
     steps: Optional[int] = None  # optimizer updates; overrides epochs (use it to shorten any run)
@@ -179,6 +195,7 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms(True) (+ the cuBLAS workspace setting on GPU)
     channels_last: bool = False  # 2-D convolution weights in NHWC memory order (GPU recipes with reduced precision)
     tf32: bool = False  # TF32 (10-bit mantissa) for float32 matrix products and cuDNN convolutions/RNNs on GPUs
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass

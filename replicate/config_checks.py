@@ -117,6 +117,7 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
                           f"got {cfg.data.label_noise}")
     _check_paper_model_settings(cfg)
+    _check_early_stopping(cfg)
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")
@@ -204,3 +205,27 @@ def _check_paper_model_settings(cfg: Any) -> None:
     if (augment.crop_padding or augment.flip or augment.cutout) and cfg.model.name not in CONV2D_MODELS:
         raise ConfigError(f"augment.* needs an image model ({', '.join(CONV2D_MODELS)}); model {cfg.model.name!r} "
                           "takes vectors: set augment.crop_padding=0 augment.flip=false augment.cutout=0")
+
+
+def _check_early_stopping(cfg: Any) -> None:
+    """train.early_stopping and the validation and test subsets it reads (data.valid_examples, data.test_examples)."""
+    from replicate.early_stopping import CRITERIA
+
+    for name in ("valid_examples", "test_examples"):
+        if cfg.data[name] is not None:
+            _require_positive(cfg.data[name], f"data.{name}")
+            if cfg.data.name not in ("mnist", "cifar10"):
+                raise ConfigError(f"data.{name} applies to mnist and cifar10, not {cfg.data.name}; "
+                                  f"remove it or set data.{name}=null")
+    early = cfg.train.early_stopping
+    if not early.enabled:
+        return
+    _require_choice(early.criterion, CRITERIA, "train.early_stopping.criterion")
+    for name in ("every", "patience", "patience_increase", "improvement_threshold"):
+        _require_positive(early[name], f"train.early_stopping.{name}")
+    if cfg.data.name in ("mnist", "cifar10") and not cfg.data.holdout:
+        raise ConfigError("train.early_stopping.enabled=true needs a validation split: set data.holdout=N (the last N "
+                          "training examples), or train.early_stopping.enabled=false")
+    if cfg.data.name not in ("mnist", "cifar10"):
+        raise ConfigError(f"train.early_stopping validates on a held-out split, which data.name={cfg.data.name} does "
+                          "not provide; use mnist or cifar10 with data.holdout=N, or train.early_stopping.enabled=false")

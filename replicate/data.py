@@ -227,7 +227,10 @@ class BatchOrder:
 
     Orders:
       sequential       batch k starts at (k·B) mod N, no shuffling, same for every seed
-                       (greydanus/mnist1d notebooks/train.py: `bix = (step*batch_size) % len(x_train)`)
+                       (greydanus/mnist1d notebooks/train.py: `bix = (step*batch_size) % len(x_train)`);
+                       with drop_last, each epoch is the ⌊N/B⌋ whole batches from example 0 and the last
+                       N mod B examples are never used (DeepLearningTutorials code/logistic_sgd.py lines 284,
+                       347 and 377 at 11c46510: `train_set_x[index * batch_size: (index + 1) * batch_size]`)
       cycle            examples k·B … k·B + B − 1, all mod N: a database read round and round, batches running on
                        across the epoch's end (BVLC/caffe src/caffe/layers/data_layer.cpp `Next`, lines 70–78)
       shuffle          a fresh torch.randperm each epoch from a generator seeded with the seed
@@ -241,7 +244,7 @@ class BatchOrder:
         if batch_size > n:
             raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} examples)")
         self.n, self.batch_size, self.order, self.device = n, batch_size, order, device
-        self.drop_last = drop_last and order not in ("sequential", "cycle")
+        self.drop_last = drop_last and order != "cycle"
         self.seeds = list(seeds)
         self.numpy_streams = numpy_streams
         self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
@@ -249,7 +252,7 @@ class BatchOrder:
 
     @property
     def steps_per_epoch(self) -> int:
-        if self.order in ("sequential", "cycle") or not self.drop_last:
+        if self.order == "cycle" or not self.drop_last:
             return math.ceil(self.n / self.batch_size)
         return self.n // self.batch_size
 
@@ -261,7 +264,7 @@ class BatchOrder:
         if self.order == "cycle":
             return (step * self.batch_size + torch.arange(self.batch_size, device=self.device)).remainder_(self.n).expand(len(self.seeds), -1)
         if self.order == "sequential":
-            start = (step * self.batch_size) % self.n
+            start = (step % self.steps_per_epoch if self.drop_last else step) * self.batch_size % self.n
             window = torch.arange(start, min(start + self.batch_size, self.n), device=self.device)
             return window.expand(len(self.seeds), -1)
         epoch, position = divmod(step, self.steps_per_epoch)

@@ -118,7 +118,7 @@ def has_constant_batch(cfg, n_train: int) -> bool:
     """Every step sees batch_size examples: the epoch divides evenly, a short last batch is dropped, or batches run on
     across the epoch's end (order cycle)."""
     return (n_train % cfg.train.batch_size == 0 or cfg.data.order == "cycle"
-            or (cfg.data.drop_last and cfg.data.order not in ("sequential", "cycle")))
+            or (cfg.data.drop_last and cfg.data.order != "cycle"))
 
 
 def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None,

@@ -32,7 +32,7 @@ def print_summary(report: dict, report_path: str, stream=None) -> None:
     rows = [("claim", "claimed", "measured mean ± std (n)", "verdict")]
     for claim in report["claims"]:
         unit = "%" if claim["unit"] == "%" else ""
-        rows.append((claim["name"], f"{claim['claimed']:g}{unit}", format_measured(claim), claim["verdict"]["verdict"]))
+        rows.append((claim["name"], f"{claim['claimed']:.10g}{unit}", format_measured(claim), claim["verdict"]["verdict"]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     line = "  ".join("-" * w for w in widths)
     print(f"\n{report['paper']['id']}: {report['paper']['title']}", file=stream)
@@ -165,6 +165,9 @@ def log_seed(wandb, run, report: dict, index: int, plot: Path | None) -> None:
         run.log(row, step=point["step"])
     if not curve:
         run.log(final)
+    for key, value in (seed.get("early_stopping") or {}).items():  # where the final numbers were measured
+        if key != "validations":
+            run.summary[f"early_stopping/{key}"] = value
     for claim in report["claims"]:
         metric, verdict = claim["metric"], claim["verdict"]
         run.summary[f"final/{metric}"] = claim["measured"][index]  # in the claim's unit: the number the verdict used

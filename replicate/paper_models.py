@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from replicate.cifar10_fast import ResNet9
+from replicate.theano_tutorials import TheanoLogisticRegression
 
 
 def as_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -176,4 +177,5 @@ PAPER_MODELS = {  # model.name → builder from the model config
                                                  0.2 if cfg.dropout is None else cfg.dropout),
     "cifar_resnet": lambda cfg: CifarResNet(depth=cfg.depth or 20, output_size=cfg.output_size),
     "cifar10_fast_resnet9": lambda cfg: ResNet9(output_size=cfg.output_size),  # replicate/cifar10_fast.py
+    "theano_logreg": lambda cfg: TheanoLogisticRegression(cfg.input_size, cfg.output_size),  # replicate.theano_tutorials
 }

@@ -83,7 +83,8 @@ def replicate_paper(cfg, run_dir: Path, overrides: list[str] | None = None) -> d
     report = {
         "paper": paper_fields(cfg),
         "claims": judge_claims(cfg.paper.claims, results, seeds),
-        "seeds": [{"seed": r.seed, "metrics": r.metrics, "diverged_at": r.diverged_at, "curve": r.curve} for r in results],
+        "seeds": [{"seed": r.seed, "metrics": r.metrics, "diverged_at": r.diverged_at, "curve": r.curve,
+                   **({"early_stopping": r.early_stopping} if r.early_stopping else {})} for r in results],
         "plan": plan.summary(),
         "steps": steps,
         "training_path": training_path(cfg.model, vectorize),
@@ -142,7 +143,8 @@ def save_finished_seed(run_dir: Path, stamp: str, result) -> None:
 
     save_seed_result(run_dir, {"fingerprint": stamp, "seed": result.seed, "metrics": result.metrics,
                                "curve": result.curve, "diverged_at": result.diverged_at,
-                               "wall_time_s": result.wall_time_s, "path": result.path})
+                               "wall_time_s": result.wall_time_s, "path": result.path,
+                               **({"early_stopping": result.early_stopping} if result.early_stopping else {})})
 
 
 def judge_claims(claims, results: list, seeds: list[int]) -> list[dict]:

@@ -82,13 +82,14 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
              "## Scope", ""]
     for claim in report["claims"]:
         quote = f' — "{claim["quote"]}"' if claim.get("quote") else ""
-        lines.append(f"- **{claim['name']}**: {claim['claimed']:g}{_unit(claim)} ({claim['split']} split, "
+        lines.append(f"- **{claim['name']}**: {claim['claimed']:.10g}{_unit(claim)} ({claim['split']} split, "
                      f"{claim['statistic'].replace('_', ' ')}), stated in {claim['location']}{quote}.")
     plan = report["plan"]
     lines += ["", "## Methodology", "",
               f"- Model: `{report['config']['model']['name']}`; data: {report['data'].get('source', report['config']['data']['name'])} "
               f"({report['data']['n_train']} train / {report['data']['n_test']} test).",
-              f"- Optimizer `{plan['optimizer']}`; {report['steps']} steps of batch {report['config']['train']['batch_size']}; "
+              f"- Optimizer `{plan['optimizer']}`; {'at most ' if any(seed.get('early_stopping') for seed in report['seeds']) else ''}"
+              f"{report['steps']} steps of batch {report['config']['train']['batch_size']}; "
               f"schedule `{report['config']['schedule']['name']}`.",
               f"- Native conventions: {_convention_text(plan['native_convention'])}.",
               f"- Executed conventions: {_convention_text(plan['executed_convention'])}.",
@@ -109,7 +110,7 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
               "| claim | claimed | measured mean ± std (n) | interval | test | verdict | rule |", "|---|---|---|---|---|---|---|"]
     for claim in report["claims"]:
         interval, test = _interval_and_test(claim["verdict"]["details"])
-        lines.append(f"| {claim['name']} | {claim['claimed']:g}{_unit(claim)} | {format_measured(claim)} | {interval} | "
+        lines.append(f"| {claim['name']} | {claim['claimed']:.10g}{_unit(claim)} | {format_measured(claim)} | {interval} | "
                      f"{test} | **{claim['verdict']['verdict']}** | {claim['verdict']['rule']} |")
     lines += [""]
     for claim in report["claims"]:
@@ -120,9 +121,28 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     for index, seed in enumerate(report["seeds"]):
         cells = [f"{claim['measured'][index]:.6g}" for claim in report["claims"]]
         lines.append(f"| {seed['seed']} | " + " | ".join(cells) + f" | {seed['diverged_at'] if seed['diverged_at'] is not None else '—'} |")
+    lines += early_stopping_lines(report["seeds"])
     lines += ["", "## Plots", "", f"![learning curves]({plot_name})", "", "## Deviations", ""]
     lines += [f"- {deviation}" for deviation in report["deviations"]] or ["- none recorded"]
     return "\n".join(lines) + "\n"
+
+
+def early_stopping_lines(seeds: list) -> list[str]:
+    """Where each seed's measured parameters come from under train.early_stopping: its best validation point."""
+    stopped = [seed for seed in seeds if seed.get("early_stopping")]
+    if not stopped:
+        return []
+    lines = ["", "Early stopping: every metric above is measured with each seed's parameters at its best validation "
+                 "point (train.early_stopping).", ""]
+    for seed in stopped:
+        record = seed["early_stopping"]
+        criterion = record["criterion"]
+        best = record.get(f"best_valid_{criterion}")
+        value = "—" if best is None else (f"{100 * best:.6f} %" if criterion == "error" else f"{best:.6g} nats")
+        end = f"stopped after step {record['stopped_at']}" if record["stopped_at"] is not None else "ran all its steps"
+        lines.append(f"- seed {seed['seed']}: best validation {criterion} {value} at step {record['best_step']}; {end} "
+                     f"({len(record['validations'])} validations, patience {record['patience']:g} steps)")
+    return lines
 
 
 def title_marker(claims: list) -> str:
@@ -174,7 +194,7 @@ def _convention_text(convention: dict) -> str:
 
 
 CURVE_KEYS = {"test_accuracy": "test_accuracy", "train_accuracy": "train_accuracy", "test_loss": "test_loss",
-              "train_loss": "train_loss", "train_epoch_loss": "train_loss"}  # the curve that traces each claim's metric
+              "train_loss": "train_loss", "train_epoch_loss": "train_loss", "test_error": "test_accuracy"}  # the curve that traces each claim's metric
 VERDICT_COLORS = {"REPRODUCED": "tab:green", "INCONCLUSIVE": "tab:orange", "NOT_REPRODUCED": "tab:red"}
 
 
@@ -212,19 +232,31 @@ def draw_learning_curves(report: dict):
             if curve and key in curve[0]:
                 accuracy_axis.plot(steps, [100 * point[key] for point in curve], style, color=line.get_color(), alpha=0.7,
                                    label=f"{key.replace('_', ' ')}" if seed is report["seeds"][0] else None)
+        validations = (seed.get("early_stopping") or {}).get("validations", [])
+        if validations and "valid_error" in validations[0]:  # the validation split, drawn as accuracy
+            accuracy_axis.plot([point["step"] for point in validations], [100 * (1 - point["valid_error"]) for point in validations],
+                               "-.", color=line.get_color(), alpha=0.7, label="validation accuracy" if seed is report["seeds"][0] else None)
+        if seed.get("early_stopping", {}).get("best_step") is not None:  # the point whose parameters were measured
+            accuracy_axis.axvline(seed["early_stopping"]["best_step"], color=line.get_color(), linestyle=":", linewidth=1,
+                                  label=f"seed {seed['seed']}: best validation, step {seed['early_stopping']['best_step']}")
     last_step = max((seed["curve"][-1]["step"] for seed in report["seeds"] if seed["curve"]), default=0)
     for claim in claims:
-        axis, scale = (accuracy_axis, 1.0 if claim["unit"] == "%" else 100.0) if "accuracy" in claim["metric"] else (loss_axis, 1.0)
+        axis, scale = (accuracy_axis, 1.0 if claim["unit"] == "%" else 100.0) if claim["metric"].endswith(("accuracy", "error")) else (loss_axis, 1.0)
         value = claim["claimed"] * scale
+        if claim["metric"].endswith("error"):  # drawn as the accuracy it leaves: 100 % − error
+            value = 100.0 - value
         color = VERDICT_COLORS.get(claim["verdict"]["verdict"], "black")
         axis.axhline(value, color=color, linestyle="--", linewidth=1,
-                     label=f"claim ({claim['split']}): {claim['claimed']:g}{_unit(claim)} — {claim['verdict']['verdict']}")
+                     label=f"claim ({claim['split']}): {claim['claimed']:.10g}{_unit(claim)}"
+                           f"{' error' if claim['metric'].endswith('error') else ''} — {claim['verdict']['verdict']}")
         band = claim["verdict"]["details"].get("agreement_band")
         if band:  # the band that would have made the verdict REPRODUCED, at the end of training
-            axis.errorbar(last_step, (band[0] + band[1]) / 2 * scale, yerr=(band[1] - band[0]) / 2 * scale, color=color,
+            center = (band[0] + band[1]) / 2 * scale
+            axis.errorbar(last_step, 100.0 - center if claim["metric"].endswith("error") else center, yerr=(band[1] - band[0]) / 2 * scale, color=color,
                           capsize=6, linewidth=2)
     loss_axis.set(xlabel="step", ylabel="training loss (batch mean)", yscale="log", title="training loss")
-    accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed)")
+    accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed" + (
+        ", validation dash-dot)" if any(seed.get("early_stopping") for seed in report["seeds"]) else ")"))
     for axis in (loss_axis, accuracy_axis):
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
+from replicate.early_stopping import EarlyStopping
 from replicate.hyperparameters import Plan, Update
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
@@ -34,7 +35,7 @@ from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.schedule import lr_multiplier
 from replicate.seed_stack import SeedStack
 
-METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
+METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss", "test_error", "valid_error")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SeedResult:
     wall_time_s: float = 0.0
     path: str = "sequential"  # "batched" (vmap over seeds) or "sequential"
     parameters: dict = field(default_factory=dict, repr=False)  # final parameters by name (detached)
+    early_stopping: dict | None = None  # train.early_stopping: best step, stop, validations (EarlyStopping.summary)
 
 
 def total_steps(train_cfg, order: BatchOrder) -> int:
@@ -69,8 +71,10 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     learning_rate = LearningRate(cfg.schedule, optimizer, steps, order)  # base lrs: before a checkpoint's are loaded
     scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
     record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps))
+    # each seed selects its best validation point and stops on its own (replicate.early_stopping)
+    stopper = EarlyStopping(cfg.train.early_stopping, stack, steps) if cfg.train.early_stopping.enabled else None
     saver = Checkpoints(checkpoint, steps)
-    start = saver.restore(stack, optimizer, order, record, scaler)
+    start = saver.restore(stack, optimizer, order, record, scaler, stopper)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps
     shard = Shard.current(cfg.train.accum_steps)
@@ -85,6 +89,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         batch = train_step(stack, inputs, order.indices(step), step, objective, shard, scaler, out=record.objectives[:, step])
         record.batch_sizes.append(batch)
         apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        if stopper is not None and stopper.after_step(stack, data, step, lambda *split: evaluate(*split, cfg.train.loss_value)):
+            break  # every seed's patience has run out
         evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
         saving = saver.due(step + 1, stopping)
         if (evaluating or saving) and record.all_diverged(step + 1):
@@ -92,21 +98,29 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if evaluating:
             record.add_point(stack, data, step + 1, cfg.train.loss_value, curve_train_accuracy)
         if saving:
-            saver.save(step + 1, stack, optimizer, order, record, scaler)
+            saver.save(step + 1, stack, optimizer, order, record, scaler, stopper)
         if stopping:
             raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
         if progress is not None:
             progress.update(n_seeds)
 
-    done = step + 1  # steps taken (fewer than `steps` when every seed diverged)
+    done = step + 1  # steps taken (fewer than `steps` when every seed diverged or stopped early)
+    ends = [done] * n_seeds if stopper is None else [stopped or done for stopped in stopper.stopped_at]  # per seed
+    if stopper is not None:
+        stopper.restore_best(stack)  # the final metrics are each seed's best validation point's
     final = final_metrics(stack, data, record, done, order.steps_per_epoch, cfg.train.loss_value)
+    if stopper is not None:  # the epoch that led to each seed's best point
+        final["train_epoch_loss"] = torch.stack([record.epoch_loss(best or done, order.steps_per_epoch)[m]
+                                                 for m, best in enumerate(stopper.best_step)])
     diverged_at, elapsed = record.diverged(done), time.perf_counter() - started
+    diverged_at = [first if first is not None and first < end else None for first, end in zip(diverged_at, ends)]
     results = []
     for m, seed in enumerate(seeds):
         metrics = {name: float("nan") if diverged_at[m] is not None else float(values[m]) for name, values in final.items()}
-        results.append(SeedResult(seed, metrics, record.curves[m], diverged_at[m], elapsed / n_seeds,
-                                  "batched" if vectorize and n_seeds > 1 else "sequential",
-                                  {name: stack.param(name)[m].detach().clone() for name in stack.leaves}))
+        results.append(SeedResult(seed, metrics, [point for point in record.curves[m] if point["step"] <= ends[m]],
+                                  diverged_at[m], elapsed / n_seeds, "batched" if vectorize and n_seeds > 1 else "sequential",
+                                  {name: stack.param(name)[m].detach().clone() for name in stack.leaves},
+                                  None if stopper is None else stopper.summary(m)))
     return results
 
 
@@ -356,15 +370,16 @@ class Checkpoints:
         return (checkpoint is not None and checkpoint.get("save", True) and done < self.steps
                 and (stopping or (checkpoint["every"] > 0 and done % checkpoint["every"] == 0)))
 
-    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> None:
+    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper) -> None:
         save_checkpoint(self.checkpoint["path"], {
             "fingerprint": self.checkpoint["fingerprint"], "step": done,
             "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
             "optimizer": optimizer.state_dict(), "order": order.state_dict(),
             "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
-            "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {})})
+            "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {}),
+            **({"early_stopping": stopper.state_dict()} if stopper else {})})
 
-    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> int:
+    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper) -> int:
         """Load a saved state into the given objects; returns the step to continue from (0: nothing saved)."""
         if self.checkpoint is None or not self.checkpoint["path"].exists():
             return 0
@@ -379,12 +394,14 @@ class Checkpoints:
         record.batch_sizes = list(saved["batch_sizes"])
         if scaler is not None:
             scaler.load_state_dict(saved["scaler"])
+        if stopper is not None:
+            stopper.load_state_dict(saved["early_stopping"])
         return saved["step"]
 
 
 @torch.no_grad()
 def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
-    """Accuracy (fraction) and mean loss per seed on a whole split."""
+    """Accuracy and zero-one error (fractions) and mean loss per seed on a whole split."""
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
@@ -393,8 +410,9 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
                         for i in range(0, len(y), chunk)], dim=1)
     stack.module.train()
     targets = y.expand(stack.n_seeds, *y.shape)
-    accuracy = (logits.argmax(-1) == targets).to(torch.float64).flatten(1).mean(1)
-    return {"accuracy": accuracy, "loss": reported_loss(logits, targets, loss_value)}
+    correct = logits.argmax(-1) == targets
+    return {"accuracy": correct.to(torch.float64).flatten(1).mean(1), "error": (~correct).to(torch.float64).flatten(1).mean(1),
+            "loss": reported_loss(logits, targets, loss_value)}
 
 
 def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, steps_per_epoch: int,
@@ -405,6 +423,8 @@ def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, st
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
     if data.x_test is not None:
         test_eval = evaluate(stack, data.x_test, data.y_test, loss_value)
-        final["test_accuracy"], final["test_loss"] = test_eval["accuracy"], test_eval["loss"]
+        final["test_accuracy"], final["test_loss"], final["test_error"] = test_eval["accuracy"], test_eval["loss"], test_eval["error"]
+    if data.x_valid is not None and data.x_valid.dtype.is_floating_point:  # a held-out image split (not PTB's tokens)
+        final["valid_error"] = evaluate(stack, data.x_valid, data.y_valid, loss_value)["error"]
     final["train_epoch_loss"] = record.epoch_loss(done, steps_per_epoch)
     return final

@@ -37,20 +37,34 @@ def test_paper_config_composes_and_states_its_claims(paper):
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    """MNIST and CIFAR-10 files in their real formats, enough for the largest recipe batch (128; CIFAR-10: 512)."""
+def files_for(tmp_path_factory):
+    """data.root for an entry: MNIST or CIFAR-10 files in their real formats, one batch of the entry's recipe and a bit
+    beyond any held-out validation split, and the test examples it evaluates (theano_logreg_mnist: 9,600); each
+    size written once."""
     from dataset_files import write_cifar10, write_mnist
 
-    root = tmp_path_factory.mktemp("data")
-    write_mnist(root, n_train=130, n_test=20)
-    write_cifar10(root, per_batch=103, n_test=10)  # 515 images: one batch of cifar10_fast_resnet9 (512) and a bit
-    return root
+    roots = {}
+
+    def root_for(cfg):
+        data = cfg.data
+        n_train, n_test = data.holdout + cfg.train.batch_size + 2, max(20, data.test_examples or 0)
+        key = (data.name, n_train, n_test)
+        if key not in roots:
+            roots[key] = tmp_path_factory.mktemp(data.name)
+            if data.name == "mnist":
+                write_mnist(roots[key], n_train=n_train, n_test=n_test)
+            else:  # five training files
+                write_cifar10(roots[key], per_batch=-(-n_train // 5), n_test=n_test)
+        return roots[key]
+
+    return root_for
 
 
 @pytest.mark.parametrize("paper", [pytest.param(paper, marks=pytest.mark.slow) if paper in SLOW_TO_TRAIN else paper
                                    for paper in PAPERS])
-def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, tiny_files):
-    files = [f"data.root={tiny_files}"] if compose([f"paper={paper}"]).data.name in ("mnist", "cifar10") else []
+def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, files_for):
+    cfg = compose([f"paper={paper}"])
+    files = [f"data.root={files_for(cfg)}"] if cfg.data.name in ("mnist", "cifar10") else []
     report = run_in_process([f"paper={paper}", "seeds=2", "train.steps=3", "logger=none", *files], tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["paper"]["id"] == paper and len(saved["seeds"]) == 2

@@ -54,6 +54,8 @@ def load_real_dataset(data_cfg, root: Path, *, dtype, device, paper_id: str | No
         split = len(y_train) - data_cfg.holdout
         x_train, x_valid, y_train, y_valid = x_train[:split], x_train[split:], y_train[:split], y_train[split:]
         description["holdout"] = f"the last {data_cfg.holdout} examples of the training files, in file order"
+    x_valid, y_valid = first_examples(x_valid, y_valid, data_cfg.valid_examples, "valid_examples", description)
+    x_test, y_test = first_examples(x_test, y_test, data_cfg.test_examples, "test_examples", description)
     if data_cfg.flatten:
         x_train, x_test = x_train.flatten(1), x_test.flatten(1)
         x_valid = None if x_valid is None else x_valid.flatten(1)
@@ -63,6 +65,21 @@ def load_real_dataset(data_cfg, root: Path, *, dtype, device, paper_id: str | No
                        num_classes=module.NUM_CLASSES)
     return dict(name=data_cfg.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                 num_classes=module.NUM_CLASSES, description=description, x_valid=x_valid, y_valid=y_valid)
+
+
+def first_examples(x, y, count: int | None, key: str, description: dict):
+    """The first `count` examples of an evaluation split (None: all of it). Scripts that evaluate in whole
+    batches of the training batch size score only those (DeepLearningTutorials' n_test_batches = n // batch_size)."""
+    if count is None:
+        return x, y
+    split = key.split("_")[0]
+    if y is None:
+        raise ConfigError(f"data.{key}={count} but there is no {split} split; set data.holdout=N first, or data.{key}=null")
+    if count > len(y):
+        raise ConfigError(f"data.{key}={count} but the {split} split has {len(y)} examples; "
+                          f"use at most {len(y)}, or data.{key}=null for all")
+    description[key] = f"the first {count} of {len(y)} {split} examples"
+    return x[:count], y[:count]
 
 
 def pixel_scaling(data_cfg, *, channels: int):
