@@ -36,6 +36,7 @@ class GroupUpdate:
     executed_weight_decay: float  # in the executed convention
     rule: str  # the conversion's formula for this value ("unchanged" when the paper's convention runs)
     exact: bool
+    reason: str = ""  # why not exact; "" when exact
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def group_update(native: dict, native_convention, executed_convention, match: st
         rule for rule in execution.conversion.rules if rule.field == "weight_decay")
     return GroupUpdate(match, lr_mult, execution.applied.get("weight_decay", 0.0), weight_decay,
                        execution.executed.get("weight_decay", weight_decay), "unchanged" if rule is None else rule.formula,
-                       True if rule is None else rule.exact)
+                       True if rule is None else rule.exact, "" if rule is None else rule.reason)
 
 
 def executed_update(execution: conventions.Execution, convention: conventions.Convention, *, optimizer: str,

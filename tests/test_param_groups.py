@@ -137,3 +137,15 @@ def test_convert_shows_each_groups_lr_and_decay_by_the_global_rules():
     assert rules["lr[fc10.weight]"].target_value == alone.hparams["lr"] == pytest.approx(0.002 / 128, rel=1e-15)  # sum: B × the gradient
     assert rules["weight_decay[fc10.weight]"].target_value == alone.hparams["weight_decay"] == pytest.approx(1.0 * 128, rel=1e-15)
     assert all(rule.exact for rule in rules.values())
+
+
+def test_the_report_shows_each_group_native_and_executed(tmp_path):
+    from conftest import run_command
+
+    result = run_command(["replicate", *SGD, "train.convention=sum", "train.steps=3", "seeds=1", "logger=none",
+                          groups("{match:'linear1.*',lr_mult:0.5,weight_decay:3e-3}"), f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "report.md").read_text()
+    # mean → sum at batch 100: a grad-form decay is stated against the gradient, which the sum makes 100 × larger
+    assert "| lr [linear1.*] | lr × 0.5 | lr × 0.5 |" in report and "| weight_decay [linear1.*] | 0.003 | 0.3 |" in report
+    assert "- `weight_decay[linear1.*]`: weight_decay_sum = weight_decay_native × B = 0.003 × 100 = 0.3 (exact)" in report
