@@ -87,6 +87,7 @@ class DataConfig:
     root: Optional[str] = None  # directory with downloaded files (mnist, cifar10); generated data is cached here too
     order: str = "shuffle"  # one of DATA_ORDERS: how the training set is walked
     drop_last: bool = False  # drop a final short batch of each epoch (shuffle orders)
+    file_batch_size: int = 0  # order file_batches: examples per data file, each ending in its own short batch
     seed: int = 42  # generation seed of synthetic data (MNIST-1D); not the training seed
     shuffle_seq: bool = False  # MNIST-1D: permute the 40 positions of every example by one fixed permutation
     num_samples: Optional[int] = None  # MNIST-1D: examples generated, train and test together (None: 5000, the default)

@@ -145,6 +145,9 @@ def native_param_groups(optimizer_cfg) -> list[tuple[str, float, float]]:
 def has_constant_batch(cfg, n_train: int) -> bool:
     """Every step sees batch_size examples: the epoch divides evenly, a short last batch is dropped, or batches run on
     across the epoch's end (order cycle)."""
+    if cfg.data.order == "file_batches":  # every file's examples, the last file's remainder included, fill whole batches
+        size, batch = cfg.data.file_batch_size, cfg.train.batch_size
+        return min(size, n_train) % batch == 0 and (n_train % size) % batch == 0
     return (n_train % cfg.train.batch_size == 0 or cfg.data.order == "cycle"
             or (cfg.data.drop_last and cfg.data.order not in ("sequential", "cycle")))
 

@@ -119,7 +119,7 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
                       channels_last=cfg.train.channels_last)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
-                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
+                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device, file_batch_size=cfg.data.file_batch_size)
     return stack, order
 
 

@@ -105,3 +105,23 @@ def test_convert_shows_native_and_executed_hyperparameters_with_the_groups():
     # cuda-convnet keeps lr inside the momentum increment; PyTorch's form agrees only at constant lr, and this schedule
     # divides lr twice: the conversion says so instead of pretending (the trainer runs lr_inside natively)
     assert not result["exact"] and "lr_inside" in fields["lr"]["reason"]
+
+
+def test_file_batches_walk_each_data_file_in_order_ending_in_its_own_short_batch():
+    from replicate.data import BatchOrder
+    from replicate.errors import ConfigError
+    from replicate.hyperparameters import has_constant_batch
+
+    order = BatchOrder(25, batch_size=4, order="file_batches", seeds=[0, 1], file_batch_size=10)
+    assert order.steps_per_epoch == 8  # files of 10, 10 and 5 examples: 3 + 3 + 2 batches
+    walked = [order.indices(step)[1].tolist() for step in range(9)]
+    assert walked[:8] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13], [14, 15, 16, 17], [18, 19],
+                          [20, 21, 22, 23], [24]]
+    assert walked[8] == walked[0] and torch.equal(order.indices(5)[0], order.indices(5)[1])  # each epoch, each seed alike
+    cifar = BatchOrder(50000, batch_size=128, order="file_batches", seeds=[0], file_batch_size=10000)
+    assert cifar.steps_per_epoch == 395 and cifar.indices(78)[0].tolist() == list(range(9984, 10000))
+    with pytest.raises(ConfigError, match="needs data.file_batch_size"):
+        BatchOrder(25, batch_size=4, order="file_batches", seeds=[0])
+    entry = compose(["paper=cudaconvnet_cifar10_18pct"])
+    assert not has_constant_batch(entry, 50000)  # 16-image minibatches: a batch-size conversion is not exact
+    assert has_constant_batch(compose(["paper=cudaconvnet_cifar10_18pct", "train.batch_size=100"]), 50000)
