@@ -24,7 +24,7 @@ from replicate.errors import ConfigError
 
 # the dataset names a config may use (data.name); a new dataset: its name here and its loader in load_dataset
 DATASETS = ("mnist1d", "sklearn_digits", "sklearn_iris", "synthetic", "mnist", "cifar10", "ptb")  # the last three: replicate.datasets
-DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle")  # data.order: how BatchOrder walks the training set
+DATA_ORDERS = ("sequential", "cycle", "shuffle", "sklearn_shuffle", "file_batches")  # data.order: how BatchOrder walks the training set
 SCALINGS = ("none", "minmax")  # data.scaling: feature scaling fitted on the training set
 
 
@@ -237,21 +237,34 @@ class BatchOrder:
       sklearn_shuffle  scikit-learn's MLP: each epoch `sklearn.utils.shuffle` with the model's
                        numpy RandomState (shared with its initialisation), then consecutive batches,
                        the last one short
+      file_batches     the training set as consecutive data files of file_batch_size examples, each cut into batches
+                       in order, its last one short; the same batches every epoch (cuda-convnet: DataProvider
+                       getNumMinibatches = DIVUP(numCases, minibatchSize) per 10,000-image CIFAR batch, src/data.cu
+                       line 103, walked in order by src/worker.cu lines 91–97 at dnouri/cuda-convnet e4ac0c1)
     """
 
     def __init__(self, n: int, *, batch_size: int, order: str, seeds: Sequence[int], drop_last: bool = False,
-                 numpy_streams: Sequence[np.random.RandomState] | None = None, device="cpu"):
+                 numpy_streams: Sequence[np.random.RandomState] | None = None, device="cpu", file_batch_size: int = 0):
         if batch_size > n:
             raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} examples)")
         self.n, self.batch_size, self.order, self.device = n, batch_size, order, device
-        self.drop_last = drop_last and order != "cycle"
+        self.drop_last = drop_last and order not in ("cycle", "file_batches")
         self.seeds = list(seeds)
         self.numpy_streams = numpy_streams
         self.generators = [torch.Generator().manual_seed(seed) for seed in self.seeds]
         self._epoch, self._permutations, self._sklearn_order = -1, None, None
+        if order == "file_batches":  # (first, end) of each step's batch within an epoch
+            if file_batch_size < 1:
+                raise ConfigError(f"data.order=file_batches needs data.file_batch_size, the examples per data file "
+                                  f"(cuda-convnet's CIFAR-10 batches: 10000), got {file_batch_size}")
+            self._windows = [(first, min(first + batch_size, file_start + file_batch_size, n))
+                             for file_start in range(0, n, file_batch_size)
+                             for first in range(file_start, min(file_start + file_batch_size, n), batch_size)]
 
     @property
     def steps_per_epoch(self) -> int:
+        if self.order == "file_batches":
+            return len(self._windows)
         if self.order == "cycle" or not self.drop_last:
             return math.ceil(self.n / self.batch_size)
         return self.n // self.batch_size
@@ -267,6 +280,9 @@ class BatchOrder:
             start = (step % self.steps_per_epoch if self.drop_last else step) * self.batch_size % self.n
             window = torch.arange(start, min(start + self.batch_size, self.n), device=self.device)
             return window.expand(len(self.seeds), -1)
+        if self.order == "file_batches":
+            first, end = self._windows[step % len(self._windows)]
+            return torch.arange(first, end, device=self.device).expand(len(self.seeds), -1)
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             if epoch != self._epoch + 1:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from replicate.cifar10_fast import ResNet9
+from replicate.cuda_convnet import CudaConvnet18pct
 from replicate.theano_tutorials import TheanoLogisticRegression
 
 
@@ -178,4 +179,5 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "cifar_resnet": lambda cfg: CifarResNet(depth=cfg.depth or 20, output_size=cfg.output_size),
     "cifar10_fast_resnet9": lambda cfg: ResNet9(output_size=cfg.output_size),  # replicate/cifar10_fast.py
     "theano_logreg": lambda cfg: TheanoLogisticRegression(cfg.input_size, cfg.output_size),  # replicate.theano_tutorials
+    "cudaconvnet_18pct": lambda cfg: CudaConvnet18pct(output_size=cfg.output_size),
 }

@@ -134,7 +134,7 @@ def planned_steps(cfg, data) -> int:
     from replicate.train import total_steps
 
     return total_steps(cfg.train, BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order,
-                                             seeds=[0], drop_last=cfg.data.drop_last))
+                                             seeds=[0], drop_last=cfg.data.drop_last, file_batch_size=cfg.data.file_batch_size))
 
 
 def save_finished_seed(run_dir: Path, stamp: str, result) -> None:

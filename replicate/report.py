@@ -101,11 +101,17 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
               "| hyperparameter | native (paper) | executed |", "|---|---|---|"]
     for key in sorted(set(plan["native_hparams"]) | set(plan["executed_hparams"])):
         lines.append(f"| {key} | {plan['native_hparams'].get(key, '—')} | {plan['executed_hparams'].get(key, '—')} |")
+    for group in plan.get("param_groups", []):  # optimizer.param_groups, first match wins
+        lines.append(f"| lr [{group['match']}] | lr × {group['lr_mult']:g} | lr × {group['lr_mult']:g} |")
+        lines.append(f"| weight_decay [{group['match']}] | {group['native_weight_decay']:g} | {group['executed_weight_decay']:g} |")
     if plan["rules"]:
         lines += ["", "Conversion rules (native → executed):", ""]
         for rule in plan["rules"]:
             exact = "exact" if rule["exact"] else f"NOT exact: {rule['reason']}"
             lines.append(f"- `{rule['field']}`: {rule['formula']} ({exact})")
+        for group in plan.get("param_groups", []):
+            exact = "exact" if group["exact"] else f"NOT exact: {group['reason']}"
+            lines.append(f"- `weight_decay[{group['match']}]`: {group['rule']} ({exact})")
     lines += ["", "## Results", "",
               "| claim | claimed | measured mean ± std (n) | interval | test | verdict | rule |", "|---|---|---|---|---|---|---|"]
     for claim in report["claims"]:

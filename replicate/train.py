@@ -28,6 +28,7 @@ from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, 
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
 from replicate.early_stopping import EarlyStopping
+from replicate.errors import ConfigError
 from replicate.hyperparameters import Plan, Update
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
@@ -132,14 +133,18 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
                       channels_last=cfg.train.channels_last)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
-                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
+                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device, file_batch_size=cfg.data.file_batch_size)
     return stack, order
 
 
 def make_optimizer(stack: SeedStack, decayed: list[str], update: Update, precision: str):
     """The optimizer over the stack: one buffer per parameter group (replicate.optim.parameter_groups), a row
     per seed (SeedStack.flatten)."""
-    groups = parameter_groups(list(stack.leaves), decayed, update.optimizer.weight_decay, update.bias_lr_mult)
+    try:
+        groups = parameter_groups(list(stack.leaves), decayed, update.optimizer.weight_decay, update.bias_lr_mult,
+                                  update.group_overrides())
+    except ValueError as error:  # a param_groups pattern that matches no parameter of this model
+        raise ConfigError(str(error)) from None
     buffers = stack.flatten([names for names, _, _ in groups])
     if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
         buffers = [seed_rows(group) for group in buffers]
