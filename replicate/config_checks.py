@@ -117,6 +117,7 @@ def check_config(cfg: Any) -> None:
         raise ConfigError(f"data.label_noise must be in [0, 1]: the probability that a training label is redrawn, "
                           f"got {cfg.data.label_noise}")
     _check_paper_model_settings(cfg)
+    _check_airbench_settings(cfg)
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")
@@ -150,9 +151,9 @@ def _check_optimizer_and_schedule(cfg: Any) -> None:
         _require_positive(schedule.step_size, "schedule.step_size")
     if schedule.name in ("step", "multistep", "inv"):
         _require_positive(schedule.gamma, "schedule.gamma")
-    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule.values) or not schedule.knots):
+    if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(schedule["values"]) or not schedule.knots):
         raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
-                          f"{len(schedule.knots)} and {len(schedule.values)}")
+                          f"{len(schedule.knots)} and {len(schedule['values'])}")
 
 
 def _require_finite(value: Any, what: str) -> None:
@@ -203,3 +204,26 @@ def _check_paper_model_settings(cfg: Any) -> None:
     if (augment.crop_padding or augment.flip or augment.cutout) and cfg.model.name not in CONV2D_MODELS:
         raise ConfigError(f"augment.* needs an image model ({', '.join(CONV2D_MODELS)}); model {cfg.model.name!r} "
                           "takes vectors: set augment.crop_padding=0 augment.flip=false augment.cutout=0")
+
+
+def _check_airbench_settings(cfg: Any) -> None:
+    """Label smoothing, test-time augmentation, lookahead and freezing (the airbench recipe's settings)."""
+    from replicate.models import CONV2D_MODELS
+    from replicate.tta import TTA_MODES
+
+    smoothing = cfg.train.label_smoothing
+    if not 0 <= smoothing <= 1:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1] (torch.nn.CrossEntropyLoss's ε; 0: none), got {smoothing}")
+    _require_choice(cfg.train.tta, TTA_MODES, "train.tta")
+    if cfg.train.tta != "none" and (cfg.model.name not in CONV2D_MODELS or cfg.data.flatten):
+        raise ConfigError(f"train.tta={cfg.train.tta} mirrors and shifts images: it needs an image model "
+                          f"({', '.join(CONV2D_MODELS)}) on unflattened images; set train.tta=none")
+    lookahead = cfg.lookahead
+    if lookahead.every < 0:
+        raise ConfigError(f"lookahead.every must be >= 0 steps (0: no lookahead), got {lookahead.every}")
+    if not 0 < lookahead.base <= 1 or not lookahead.power >= 0:
+        raise ConfigError(f"lookahead.base must be in (0, 1] and lookahead.power >= 0 (airbench: 0.95 and 3), "
+                          f"got base {lookahead.base}, power {lookahead.power}")
+    for index, rule in enumerate(cfg.train.freeze):
+        if rule.after_epochs < 0:
+            raise ConfigError(f"train.freeze[{index}].after_epochs must be >= 0 epochs, got {rule.after_epochs}")

@@ -18,8 +18,9 @@ from replicate.errors import ConfigError
 
 # the model names a config may use (model.name); a new model: its name here and its branch in build_model
 MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn2d", "gru",  # mlp and logistic also map (…, T, d) → (…, T, classes)
-          "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet")  # the last four: replicate.paper_models
-CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet")  # 4-D convolution weights: train.channels_last applies
+          "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet",  # these four: replicate.paper_models
+          "airbench94")  # replicate.airbench
+CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet", "airbench94")  # 4-D convolution weights: train.channels_last applies
 INITS = ("pytorch", "sklearn_glorot")  # model.init: PyTorch's default, or initialize_like_sklearn
 
 

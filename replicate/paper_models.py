@@ -173,4 +173,11 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "keras_mnist_mlp": lambda cfg: KerasMnistMLP(cfg.input_size, cfg.output_size, cfg.hidden_size or 512,
                                                  0.2 if cfg.dropout is None else cfg.dropout),
     "cifar_resnet": lambda cfg: CifarResNet(depth=cfg.depth or 20, output_size=cfg.output_size),
+    "airbench94": lambda cfg: _airbench94(cfg),
 }
+
+
+def _airbench94(cfg):
+    from replicate.airbench import Airbench94Net  # its own module, named after its source
+
+    return Airbench94Net(output_size=cfg.output_size)

@@ -27,12 +27,15 @@ from omegaconf import OmegaConf
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
+from replicate.freezing import Freezing
 from replicate.hyperparameters import Plan, Update
+from replicate.lookahead import Lookahead
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.schedule import lr_multiplier
 from replicate.seed_stack import SeedStack
+from replicate.tta import tta_logits
 
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
 
@@ -68,9 +71,11 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     inputs = Inputs.of(cfg, data, seeds, stack)
     learning_rate = LearningRate(cfg.schedule, optimizer, steps, order)  # base lrs: before a checkpoint's are loaded
     scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
-    record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps))
+    record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps), cfg.train.tta)
+    frozen = Freezing(cfg.train.freeze, order.steps_per_epoch, list(stack.leaves))
+    lookahead = make_lookahead(cfg.lookahead, stack, steps)
     saver = Checkpoints(checkpoint, steps)
-    start = saver.restore(stack, optimizer, order, record, scaler)
+    start = saver.restore(stack, optimizer, order, record, scaler, lookahead)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps
     shard = Shard.current(cfg.train.accum_steps)
@@ -84,7 +89,10 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         # (n_seeds, global batch) indices: every rank draws the same order
         batch = train_step(stack, inputs, order.indices(step), step, objective, shard, scaler, out=record.objectives[:, step])
         record.batch_sizes.append(batch)
-        apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        with frozen.holding(stack, step):
+            apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        if lookahead is not None:
+            lookahead.after_step(step + 1)
         evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
         saving = saver.due(step + 1, stopping)
         if (evaluating or saving) and record.all_diverged(step + 1):
@@ -92,7 +100,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if evaluating:
             record.add_point(stack, data, step + 1, cfg.train.loss_value, curve_train_accuracy)
         if saving:
-            saver.save(step + 1, stack, optimizer, order, record, scaler)
+            saver.save(step + 1, stack, optimizer, order, record, scaler, lookahead)
         if stopping:
             raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
         if progress is not None:
@@ -119,7 +127,19 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
                       channels_last=cfg.train.channels_last)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
                        drop_last=cfg.data.drop_last, numpy_streams=streams, device=device)
+    if not vectorize and hasattr(stack.module, "initialize_from_training_data"):
+        stack.module.initialize_from_training_data(data.x_train)  # airbench's whitening layer: the same images for every seed
     return stack, order
+
+
+def make_lookahead(lookahead_cfg, stack: SeedStack, steps: int) -> Lookahead | None:
+    """airbench's lookahead over the parameters and the floating-point buffers (BatchNorm's running statistics),
+    or None when lookahead.every is 0. Built after the optimizer: the parameters are views of its buffers by then."""
+    if not lookahead_cfg.every:
+        return None
+    buffers = {name: buffer for name, buffer in stack.module.named_buffers() if buffer.is_floating_point()}
+    return Lookahead({**stack.leaves, **buffers}, every=lookahead_cfg.every, base=lookahead_cfg.base,
+                     power=lookahead_cfg.power, steps=steps)
 
 
 def make_optimizer(stack: SeedStack, decayed: list[str], update: Update, precision: str):
@@ -147,11 +167,13 @@ class Objective:
     decayed: tuple[str, ...]  # the parameters the L2 terms cover
     loss_value: str  # one of replicate.loss.LOSS_VALUES
     precision: str  # "fp32" | "bf16" | "fp16": the forward pass's autocast
+    label_smoothing: float = 0.0  # in the loss minimised and in the objective reported per step
 
     @classmethod
     def of(cls, update: Update, decayed: list[str], train_cfg) -> Objective:
         return cls(update.loss_reduction, update.loss_l2, update.loss_l2_form, update.reported_l2,
-                   update.reported_l2_form, tuple(decayed), train_cfg.loss_value, train_cfg.precision)
+                   update.reported_l2_form, tuple(decayed), train_cfg.loss_value, train_cfg.precision,
+                   train_cfg.label_smoothing)
 
 
 def train_step(stack: SeedStack, inputs: Inputs, indices: torch.Tensor, step: int, objective: Objective, shard: Shard,
@@ -167,7 +189,7 @@ def train_step(stack: SeedStack, inputs: Inputs, indices: torch.Tensor, step: in
         with (contextlib.nullcontext() if last or shard.world == 1 else stack.net.no_sync()), autocast(device, objective.precision):
             inputs.reseed(step, shard, micro)
             logits = stack(x)
-            losses = per_example_loss(logits, y)
+            losses = per_example_loss(logits, y, objective.label_smoothing)
             loss = reduce_loss(losses, objective.reduction, batch)  # normalised by the global batch
             if shard.world > 1:
                 loss = loss * shard.world  # DDP averages gradients over ranks
@@ -305,11 +327,12 @@ class Record:
     """What the seeds have measured: each step's objective per seed, written on the device and read (one
     sync) only at evaluations and checkpoints; the batch sizes; the learning curves."""
 
-    def __init__(self, n_seeds: int, steps: int, device, every: int):
+    def __init__(self, n_seeds: int, steps: int, device, every: int, tta: str = "none"):
         self.objectives = torch.full((n_seeds, steps), math.nan, dtype=torch.float64, device=device)  # a row per seed
         self.batch_sizes: list[int] = []
         self.curves: list[list[dict]] = [[] for _ in range(n_seeds)]
         self.last_point, self.every, self.steps = 0, every, steps
+        self.tta = tta  # replicate.tta mode of the test split's evaluations
 
     def due(self, done: int) -> bool:
         return done % self.every == 0 or done == self.steps
@@ -328,7 +351,7 @@ class Record:
         accuracy and loss, and the training accuracy when a claim is on it."""
         point = {"step": done, "train_loss": self.objectives[:, self.last_point:done].mean(1).tolist()}
         if data.x_test is not None:
-            test = evaluate(stack, data.x_test, data.y_test, loss_value)
+            test = evaluate(stack, data.x_test, data.y_test, loss_value, self.tta)
             point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
         if train_accuracy:
             point["train_accuracy"] = evaluate(stack, data.x_train, data.y_train, loss_value)["accuracy"].tolist()
@@ -356,15 +379,17 @@ class Checkpoints:
         return (checkpoint is not None and checkpoint.get("save", True) and done < self.steps
                 and (stopping or (checkpoint["every"] > 0 and done % checkpoint["every"] == 0)))
 
-    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> None:
+    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, lookahead=None) -> None:
         save_checkpoint(self.checkpoint["path"], {
             "fingerprint": self.checkpoint["fingerprint"], "step": done,
             "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
+            "buffers": {name: buffer.detach() for name, buffer in stack.module.named_buffers()},  # BatchNorm statistics
+            **({"lookahead": lookahead.state_dict()} if lookahead else {}),
             "optimizer": optimizer.state_dict(), "order": order.state_dict(),
             "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
             "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {})})
 
-    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> int:
+    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, lookahead=None) -> int:
         """Load a saved state into the given objects; returns the step to continue from (0: nothing saved)."""
         if self.checkpoint is None or not self.checkpoint["path"].exists():
             return 0
@@ -372,6 +397,10 @@ class Checkpoints:
         with torch.no_grad():
             for name, leaf in stack.leaves.items():
                 leaf.copy_(saved["params"][name])
+            for name, buffer in stack.module.named_buffers():
+                buffer.copy_(saved["buffers"][name])
+        if lookahead is not None:
+            lookahead.load_state_dict(saved["lookahead"])
         optimizer.load_state_dict(saved["optimizer"])
         order.load_state_dict(saved["order"])
         record.last_point, record.curves = saved["last_point"], saved["curves"]
@@ -383,14 +412,17 @@ class Checkpoints:
 
 
 @torch.no_grad()
-def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
-    """Accuracy (fraction) and mean loss per seed on a whole split."""
+def evaluate(stack: SeedStack, x, y, loss_value: str, tta: str = "none") -> dict:
+    """Accuracy (fraction) and mean loss per seed on a whole split; tta: replicate.tta's mode (the loss is then
+    that of the averaged logits)."""
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
     stack.module.eval()  # dropout off, BatchNorm on its running statistics
-    logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
-                        for i in range(0, len(y), chunk)], dim=1)
+    def forward(images):
+        return stack(images.expand(stack.n_seeds, *images.shape))
+
+    logits = torch.cat([tta_logits(forward, x[i:i + chunk], tta) for i in range(0, len(y), chunk)], dim=1)
     stack.module.train()
     targets = y.expand(stack.n_seeds, *y.shape)
     accuracy = (logits.argmax(-1) == targets).to(torch.float64).flatten(1).mean(1)
@@ -404,7 +436,7 @@ def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, st
     train_eval = evaluate(stack, data.x_train, data.y_train, loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
     if data.x_test is not None:
-        test_eval = evaluate(stack, data.x_test, data.y_test, loss_value)
+        test_eval = evaluate(stack, data.x_test, data.y_test, loss_value, record.tta)
         final["test_accuracy"], final["test_loss"] = test_eval["accuracy"], test_eval["loss"]
     final["train_epoch_loss"] = record.epoch_loss(done, steps_per_epoch)
     return final
