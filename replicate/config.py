@@ -119,6 +119,17 @@ class AugmentConfig:
 
 
 @dataclass
+class ParamGroupConfig:
+    """Hyperparameters of the parameters whose names match a glob (replicate.optim.parameter_groups): the first
+    matching entry of optimizer.param_groups wins, and replaces decay_biases and bias_lr_mult for them."""
+
+    match: str = MISSING  # fnmatch glob over parameter names, e.g. "conv1.*", "fc10.weight", "*.bias"
+    lr_mult: float = 1.0  # > 0: these parameters step at lr × this (cuda-convnet's per-layer epsW, Caffe's lr_mult)
+    weight_decay: Optional[float] = None  # their own weight decay, in the paper's form (None: optimizer.weight_decay)
+    weight_decay_mult: float = 1.0  # times this (Caffe's decay_mult)
+
+
+@dataclass
 class OptimizerConfig:
     name: str = MISSING  # sgd | adam | adamw | rmsprop | adagrad | adadelta
     lr: float = MISSING  # in the paper's own units (see conventions.lr_unit)
@@ -135,6 +146,7 @@ class OptimizerConfig:
     initial_accumulator_value: float = 0.0
     grad_clip: Optional[float] = None  # global-norm threshold, per seed
     grad_clip_value: Optional[float] = None  # elementwise threshold
+    param_groups: List[ParamGroupConfig] = field(default_factory=list)  # per-parameter lr and decay, first match wins
 
 
 @dataclass

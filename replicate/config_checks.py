@@ -118,6 +118,7 @@ def check_config(cfg: Any) -> None:
                           f"got {cfg.data.label_noise}")
     _check_paper_model_settings(cfg)
     _check_airbench_settings(cfg)
+    _check_param_groups(cfg)
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")
@@ -227,3 +228,26 @@ def _check_airbench_settings(cfg: Any) -> None:
     for index, rule in enumerate(cfg.train.freeze):
         if rule.after_epochs < 0:
             raise ConfigError(f"train.freeze[{index}].after_epochs must be >= 0 epochs, got {rule.after_epochs}")
+
+
+def _check_param_groups(cfg: Any) -> None:
+    """optimizer.param_groups: multipliers and decays in range, each pattern the first match of some parameter."""
+    from replicate.models import build_model
+    from replicate.optim import match_parameter_groups
+
+    groups = cfg.optimizer.param_groups
+    for index, group in enumerate(groups):
+        where = f"optimizer.param_groups[{index}]"
+        if not isinstance(group.match, str) or not group.match:
+            raise ConfigError(f"{where}.match must be a glob over parameter names (conv1.*, *.bias), got {group.match!r}")
+        # lr_mult > 0: a group's decay converts at its own lr, which a zero lr leaves undefined for some forms
+        for key, lowest in (("lr_mult", "> 0"), ("weight_decay", ">= 0"), ("weight_decay_mult", ">= 0")):
+            value = group[key]
+            if value is not None and not (math.isfinite(value) and (value > 0 if key == "lr_mult" else value >= 0)):
+                raise ConfigError(f"{where}.{key} must be a finite number {lowest}, got {value!r}")
+    if groups:
+        try:
+            match_parameter_groups([name for name, _ in build_model(cfg.model).named_parameters()],
+                                   [group.match for group in groups])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None

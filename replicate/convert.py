@@ -14,7 +14,7 @@ import json
 import math
 import signal
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 from replicate import conventions
 from replicate.arguments import Command, Option, UsageError
@@ -141,7 +141,7 @@ def request_from_paper(args: dict) -> dict:
     from replicate.hydra_setup import available_papers
     from replicate.config import ConfigError, compose
     from replicate.data import load_dataset
-    from replicate.hyperparameters import conventions_fields, has_constant_batch, native_hparams
+    from replicate.hyperparameters import conventions_fields, has_constant_batch, native_hparams, native_param_groups
 
     if args["paper"] not in available_papers():
         raise UsageError(f"unknown paper {args['paper']!r}; available: {', '.join(available_papers())}")
@@ -156,7 +156,7 @@ def request_from_paper(args: dict) -> dict:
     source = conventions.Convention(name=args["paper"], **conventions_fields(cfg))
     return {"source": source, "optimizer": cfg.optimizer.name, "batch_size": batch_size,
             "hparams": native_hparams(cfg.optimizer), "constant_lr": cfg.schedule.name == "constant",
-            "constant_batch": has_constant_batch(cfg, n_train)}
+            "constant_batch": has_constant_batch(cfg, n_train), "param_groups": native_param_groups(cfg.optimizer)}
 
 
 def convert_request(args: dict) -> dict:
@@ -191,8 +191,12 @@ def convert_request(args: dict) -> dict:
             request["hparams"], request["source"], target, optimizer=request["optimizer"], batch_size=request["batch_size"],
             seq_len=seq_len, constant_batch=request["constant_batch"], constant_lr=request["constant_lr"],
             world_size=_positive_int(args, "world_size", 1), accum_steps=_positive_int(args, "accum_steps", 1))
+        groups = [group_rules(request, target, group, seq_len) for group in request.get("param_groups", [])]
     except conventions.UnstatedEpsPlacement as error:
         raise UsageError(unstated_eps_message(error, args, request["source"], target)) from None
+    for rules in groups:
+        conversion.rules += rules
+        conversion.exact = conversion.exact and all(rule.exact for rule in rules)
     result = {"from": request["source"].name, "to": target.name, "optimizer": request["optimizer"],
               "batch_size": request["batch_size"], "source_hparams": request["hparams"], "hparams": conversion.hparams,
               "exact": conversion.exact, "rules": [asdict(rule) for rule in conversion.rules],
@@ -210,6 +214,18 @@ def convert_request(args: dict) -> dict:
     if args.get("verify"):
         result["verify"] = run_verification(args, request, target, seq_len)
     return result
+
+
+def group_rules(request: dict, target, group: tuple, seq_len) -> list:
+    """One optimizer.param_groups entry's lr and weight decay, converted by the same rules as the global ones, at
+    the group's own lr (lr × lr_mult: the forms whose decay conversion involves lr see what these parameters
+    step with); the fields read `lr[<pattern>]` and `weight_decay[<pattern>]`."""
+    match, lr_mult, weight_decay = group
+    hparams = {**request["hparams"], "lr": request["hparams"]["lr"] * lr_mult, "weight_decay": weight_decay}
+    converted = conventions.convert(hparams, request["source"], target, optimizer=request["optimizer"],
+                                    batch_size=request["batch_size"], seq_len=seq_len,
+                                    constant_batch=request["constant_batch"], constant_lr=request["constant_lr"])
+    return [replace(rule, field=f"{rule.field}[{match}]") for rule in converted.rules if rule.field in ("lr", "weight_decay")]
 
 
 def check_finite(result: dict) -> None:

@@ -25,6 +25,20 @@ _APPLIED_OPTIONS = ("momentum", "nesterov", "eps", "alpha", "rho", "centered", "
 
 
 @dataclass(frozen=True)
+class GroupUpdate:
+    """One optimizer.param_groups entry as executed: the parameters matching `match` step at lr × lr_mult, and
+    decay by their own weight decay, converted as the global one is, at their own lr (lr × lr_mult)."""
+
+    match: str  # fnmatch glob over parameter names; the first entry that matches a parameter wins
+    lr_mult: float
+    weight_decay: float  # applied: in the units of Update.optimizer.weight_decay
+    native_weight_decay: float  # as the paper states it (its own value, or optimizer.weight_decay, × weight_decay_mult)
+    executed_weight_decay: float  # in the executed convention
+    rule: str  # the conversion's formula for this value ("unchanged" when the paper's convention runs)
+    exact: bool
+
+
+@dataclass(frozen=True)
 class Update:
     """What one training step executes, in applied units: the loss, the clipping, the optimizer."""
 
@@ -39,6 +53,11 @@ class Update:
     reported_l2: float
     reported_l2_form: str | None
     bias_lr_mult: float = 1.0  # biases step at lr × this (Caffe's per-blob lr_mult); the same in every convention
+    param_groups: tuple[GroupUpdate, ...] = ()  # per-parameter overrides of lr and decay, in order (optimizer.param_groups)
+
+    def group_overrides(self) -> tuple[tuple[str, float, float], ...]:
+        """(pattern, lr multiplier, applied weight decay) per group, as replicate.optim.parameter_groups takes them."""
+        return tuple((group.match, group.lr_mult, group.weight_decay) for group in self.param_groups)
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,7 @@ class Plan:
 
     @property
     def exact(self) -> bool:
-        return self.conversion is None or self.conversion.exact
+        return (self.conversion is None or self.conversion.exact) and all(group.exact for group in self.update.param_groups)
 
     @property
     def applied(self) -> dict:
@@ -82,6 +101,7 @@ class Plan:
             "conversion_exact": self.exact,
             "rules": [] if self.conversion is None else [vars(rule) for rule in self.conversion.rules],
             "warnings": [] if self.conversion is None else list(self.conversion.warnings),
+            **({"param_groups": [vars(group) for group in self.update.param_groups]} if self.update.param_groups else {}),
         }
 
 
@@ -114,6 +134,13 @@ def native_hparams(optimizer_cfg) -> dict:
     return {key: value for key, value in values.items() if key in allowed and value is not None}
 
 
+def native_param_groups(optimizer_cfg) -> list[tuple[str, float, float]]:
+    """optimizer.param_groups as (pattern, lr multiplier, weight decay in the paper's form) per entry."""
+    return [(group.match, group.lr_mult,
+             (optimizer_cfg.weight_decay if group.weight_decay is None else group.weight_decay) * group.weight_decay_mult)
+            for group in optimizer_cfg.get("param_groups") or []]
+
+
 def has_constant_batch(cfg, n_train: int) -> bool:
     """Every step sees batch_size examples: the epoch divides evenly, a short last batch is dropped, or batches run on
     across the epoch's end (order cycle)."""
@@ -136,33 +163,56 @@ def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None,
     return build_plan(native_convention, executed_convention, native_hparams(cfg.optimizer), optimizer=cfg.optimizer.name,
                       batch_size=cfg.train.batch_size, seq_len=cfg.data.seq_len if cfg.data.name == "synthetic" else None,
                       constant_batch=constant_batch, constant_lr=cfg.schedule.name == "constant",
-                      decay_biases=cfg.optimizer.decay_biases, bias_lr_mult=cfg.optimizer.bias_lr_mult)
+                      decay_biases=cfg.optimizer.decay_biases, bias_lr_mult=cfg.optimizer.bias_lr_mult,
+                      param_groups=native_param_groups(cfg.optimizer))
 
 
 def build_plan(native_convention, executed_convention, native: dict, *, optimizer: str, batch_size: int,
                seq_len: int | None = None, constant_batch: bool = True, constant_lr: bool = True,
-               decay_biases: bool = True, bias_lr_mult: float = 1.0) -> Plan:
-    """Convert `native` hyperparameters (stated in native_convention) to executed_convention (None: run as stated)."""
+               decay_biases: bool = True, bias_lr_mult: float = 1.0, param_groups: list | tuple = ()) -> Plan:
+    """Convert `native` hyperparameters (stated in native_convention) to executed_convention (None: run as stated).
+    param_groups: (pattern, lr multiplier, native weight decay) per optimizer.param_groups entry."""
     convention = native_convention if executed_convention is None else executed_convention
     if convention.loss_reduction == "per_sequence_sum" and not seq_len:
         raise ConfigError("loss_reduction per_sequence_sum needs sequence data; "
                           "the classifiers in this catalog reduce over examples: mean or sum")
+    shared = dict(optimizer=optimizer, batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch,
+                  constant_lr=constant_lr)
     try:
-        execution = conventions.execute(native, native_convention, executed_convention, optimizer=optimizer,
-                                        batch_size=batch_size, seq_len=seq_len, constant_batch=constant_batch,
-                                        constant_lr=constant_lr)
+        execution = conventions.execute(native, native_convention, executed_convention, **shared)
+        groups = tuple(group_update(native, native_convention, executed_convention, *group, **shared)
+                       for group in param_groups)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     native_form = native_convention.weight_decay_form
+    if groups and execution.applied_decay_form in DECAY_IN_LOSS and (
+            native.get("weight_decay") or any(group.native_weight_decay for group in groups)):
+        raise ConfigError(f"optimizer.param_groups cannot set a weight decay of its own when the decay is written into the "
+                          f"loss (weight_decay_form {execution.applied_decay_form}: one λ over every decayed parameter); "
+                          "allowed: grad, coupled_lr_independent, decoupled_lr, decoupled; or drop the groups' weight decay")
     update = executed_update(execution, convention, optimizer=optimizer, decay_biases=decay_biases, bias_lr_mult=bias_lr_mult,
                              reported_l2=native.get("weight_decay", 0) if native_form in DECAY_IN_LOSS else 0,
-                             reported_l2_form=native_form if native_form in DECAY_IN_LOSS else None)
+                             reported_l2_form=native_form if native_form in DECAY_IN_LOSS else None, param_groups=groups)
     return Plan(optimizer, native_convention, convention, dict(native), execution.executed, execution.conversion, update)
+
+
+def group_update(native: dict, native_convention, executed_convention, match: str, lr_mult: float, weight_decay: float,
+                 **shared) -> GroupUpdate:
+    """A parameter group's weight decay converted exactly as the global one is, by the same rules, for a run whose
+    lr is the group's (lr × lr_mult): the forms whose conversion involves lr (coupled_lr_independent, coupled ↔
+    decoupled) then see the lr these parameters step with."""
+    group_native = {**native, "lr": native["lr"] * lr_mult, "weight_decay": weight_decay}
+    execution = conventions.execute(group_native, native_convention, executed_convention, **shared)
+    rule = None if execution.conversion is None else next(
+        rule for rule in execution.conversion.rules if rule.field == "weight_decay")
+    return GroupUpdate(match, lr_mult, execution.applied.get("weight_decay", 0.0), weight_decay,
+                       execution.executed.get("weight_decay", weight_decay), "unchanged" if rule is None else rule.formula,
+                       True if rule is None else rule.exact)
 
 
 def executed_update(execution: conventions.Execution, convention: conventions.Convention, *, optimizer: str,
                     decay_biases: bool, reported_l2: float, reported_l2_form: str | None,
-                    bias_lr_mult: float = 1.0) -> Update:
+                    bias_lr_mult: float = 1.0, param_groups: tuple[GroupUpdate, ...] = ()) -> Update:
     """The Update for the applied numbers: weight decay written into the loss goes to the loss, the other
     forms to the optimizer; a form field that does not apply to this optimizer runs its only form."""
     values, form = execution.applied, execution.applied_decay_form
@@ -183,4 +233,4 @@ def executed_update(execution: conventions.Execution, convention: conventions.Co
         raise ConfigError(f"the executed convention cannot run {optimizer}: {error}") from None
     return Update(settings, decay_biases, convention.loss_reduction, decay if in_loss else 0.0,
                   form if in_loss else None, values.get("grad_clip"), values.get("grad_clip_value"),
-                  reported_l2, reported_l2_form, bias_lr_mult)
+                  reported_l2, reported_l2_form, bias_lr_mult, param_groups)

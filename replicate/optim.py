@@ -28,6 +28,7 @@ Usage:
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import torch
 
@@ -311,13 +312,42 @@ def is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1].startswith("bias")
 
 
-def parameter_groups(names: list[str], decayed: list[str], weight_decay: float,
-                     bias_lr_mult: float = 1.0) -> list[tuple[list[str], float, float]]:
+def match_parameter_groups(names: list[str], patterns: list[str]) -> list[int | None]:
+    """For each parameter name, the index of the first pattern (an fnmatch glob: `conv1.*`, `*.bias`) that
+    matches it, or None. Every pattern must be the first match of at least one parameter: one that matches
+    nothing, or only parameters an earlier pattern took, is a mistake, named with the parameters there are."""
+    first = [next((index for index, pattern in enumerate(patterns) if fnmatchcase(name, pattern)), None) for name in names]
+    for index, pattern in enumerate(patterns):
+        if index not in first:
+            taken = " (every parameter it matches is taken by an earlier group)" if any(
+                fnmatchcase(name, pattern) for name in names) else ""
+            raise ValueError(f"optimizer.param_groups[{index}].match {pattern!r} matches no parameter{taken}; "
+                             f"the model's parameters: {', '.join(names)}")
+    return first
+
+
+def parameter_groups(names: list[str], decayed: list[str], weight_decay: float, bias_lr_mult: float = 1.0,
+                     overrides: tuple = ()) -> list[tuple[list[str], float, float]]:
     """Parameter names grouped as (names, weight decay, lr multiplier): the decayed ones with `weight_decay`, the
     rest with none, and biases at lr × bias_lr_mult where that is not 1 (Caffe's per-blob `lr_mult`: local_rate =
     rate · lr_mult, BVLC/caffe src/caffe/solvers/sgd_solver.cpp line 228 at 9b89154; `decay_mult` stays 1, so
     Caffe's biases decay at the full weight_decay unless a prototxt says otherwise). Without weight decay or
-    multiplier, one group: the optimizer then steps one buffer."""
+    multiplier, one group: the optimizer then steps one buffer.
+
+    overrides: (fnmatch pattern, lr multiplier, weight decay) per optimizer.param_groups entry, in order; a
+    parameter takes the first that matches it, in place of the defaults above (decay_biases, bias_lr_mult,
+    weight_decay), which stay for the parameters no pattern matches. Parameters with equal (decay, multiplier)
+    share a group, in the order they first appear."""
+    if overrides:
+        first = match_parameter_groups(names, [pattern for pattern, _, _ in overrides])
+        keyed: dict[tuple[float, float], list[str]] = {}
+        for name, index in zip(names, first):
+            if index is not None:
+                key = (overrides[index][2], overrides[index][1])
+            else:
+                key = (weight_decay if name in decayed else 0.0, bias_lr_mult if is_bias(name) else 1.0)
+            keyed.setdefault(key, []).append(name)
+        return [(members, decay, multiplier) for (decay, multiplier), members in keyed.items()]
     undecayed = [name for name in names if name not in decayed]
     if weight_decay and decayed and undecayed:
         by_decay = [(decayed, weight_decay), (undecayed, 0.0)]

@@ -47,6 +47,8 @@ def why_not_together(cfgs: list, plans: list, data) -> str | None:
         return "they differ in more than the optimizer's hyperparameters and conventions"
     if any(_without_rates(plan.update) != _without_rates(plans[0].update) for plan in plans):
         return "their executed updates differ in more than the learning rate and the optimizer's weight decay"
+    if any(plan.update.param_groups for plan in plans):
+        return "their optimizers have parameter groups of their own (optimizer.param_groups): they train run by run"
     if len({plan.update.optimizer.weight_decay > 0 for plan in plans}) > 1:
         return "some decay their weights in the optimizer and some do not (another parameter grouping)"
     cfg = cfgs[0]

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
+from replicate.errors import ConfigError
 from replicate.freezing import Freezing
 from replicate.hyperparameters import Plan, Update
 from replicate.lookahead import Lookahead
@@ -145,7 +146,11 @@ def make_lookahead(lookahead_cfg, stack: SeedStack, steps: int) -> Lookahead | N
 def make_optimizer(stack: SeedStack, decayed: list[str], update: Update, precision: str):
     """The optimizer over the stack: one buffer per parameter group (replicate.optim.parameter_groups), a row
     per seed (SeedStack.flatten)."""
-    groups = parameter_groups(list(stack.leaves), decayed, update.optimizer.weight_decay, update.bias_lr_mult)
+    try:
+        groups = parameter_groups(list(stack.leaves), decayed, update.optimizer.weight_decay, update.bias_lr_mult,
+                                  update.group_overrides())
+    except ValueError as error:  # a param_groups pattern that matches no parameter of this model
+        raise ConfigError(str(error)) from None
     buffers = stack.flatten([names for names, _, _ in groups])
     if precision == "fp16":  # a row per seed in the optimizer: each seed's update can be skipped alone
         buffers = [seed_rows(group) for group in buffers]
