@@ -115,6 +115,7 @@ class AugmentConfig:
     crop_padding: int = 0  # pixels padded per side before a random crop back to the image size (0: none)
     padding_mode: str = "zeros"  # zeros (He et al. 2016) | reflect (airbench's translate, cifar10-fast)
     flip: bool = False  # mirror left-right with probability 1/2
+    flip_alternating: bool = False  # with flip: airbench's, a random half mirrored once, then every image on odd epochs
     cutout: int = 0  # side in pixels of a square set to 0 (cifar10-fast: 8); 0: none
 
 

@@ -219,6 +219,8 @@ def _check_airbench_settings(cfg: Any) -> None:
     if cfg.train.tta != "none" and (cfg.model.name not in CONV2D_MODELS or cfg.data.flatten):
         raise ConfigError(f"train.tta={cfg.train.tta} mirrors and shifts images: it needs an image model "
                           f"({', '.join(CONV2D_MODELS)}) on unflattened images; set train.tta=none")
+    if cfg.augment.flip_alternating and not cfg.augment.flip:
+        raise ConfigError("augment.flip_alternating=true says how images flip; it needs augment.flip=true")
     lookahead = cfg.lookahead
     if lookahead.every < 0:
         raise ConfigError(f"lookahead.every must be >= 0 steps (0: no lookahead), got {lookahead.every}")

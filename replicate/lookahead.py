@@ -6,7 +6,7 @@ steps (line 430) it moves the copy towards the network, ema ← d·ema + (1 − 
 d after t of T steps is alpha_schedule[t] = 0.95^5·(t/T)^3 (line 392), a float32 tensor; after the last step the
 network takes the copy (decay 1.0, lines 433–435).
 
-    lookahead = Lookahead(tensors, every=5, base=0.95, power=3.0, steps=476)
+    lookahead = Lookahead.over(stack, cfg.lookahead, steps)   # None when lookahead.every is 0
     lookahead.after_step(done)   # after each optimizer step; done = steps taken
 """
 from __future__ import annotations
@@ -20,6 +20,16 @@ class Lookahead:
     def __init__(self, tensors: dict[str, torch.Tensor], *, every: int, base: float, power: float, steps: int):
         self.tensors, self.every, self.base, self.power, self.steps = tensors, every, base, power, steps
         self.slow = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+
+    @classmethod
+    def over(cls, stack, lookahead_cfg, steps: int) -> Lookahead | None:
+        """Over a replicate.seed_stack.SeedStack's parameters and floating-point buffers (BatchNorm's running
+        statistics), or None when lookahead.every is 0."""
+        if not lookahead_cfg.every:
+            return None
+        buffers = {name: buffer for name, buffer in stack.module.named_buffers() if buffer.is_floating_point()}
+        return cls({**stack.leaves, **buffers}, every=lookahead_cfg.every, base=lookahead_cfg.base,
+                   power=lookahead_cfg.power, steps=steps)
 
     def decay(self, done: int) -> float:
         """d after `done` of the run's steps, rounded to float32 as airbench's alpha_schedule tensor holds it."""

@@ -92,6 +92,7 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
               f"schedule `{report['config']['schedule']['name']}`.",
               f"- Native conventions: {_convention_text(plan['native_convention'])}.",
               f"- Executed conventions: {_convention_text(plan['executed_convention'])}.",
+              *_recipe_lines(report["config"]),
               f"- Seeds: {', '.join(str(r['seed']) for r in report['seeds'])}; training path: {report['training_path']}; "
               f"dtype {report['config']['train']['dtype']}; device {report['hardware']['device']}; "
               f"{report['hardware']['threads']} thread(s); wall time {report['wall_time_s']:.1f} s.",
@@ -123,6 +124,20 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
     lines += ["", "## Plots", "", f"![learning curves]({plot_name})", "", "## Deviations", ""]
     lines += [f"- {deviation}" for deviation in report["deviations"]] or ["- none recorded"]
     return "\n".join(lines) + "\n"
+
+
+def _recipe_lines(config: dict) -> list[str]:
+    """What the loss and the evaluation include beyond plain cross-entropy, when the recipe says so."""
+    train, lines = config["train"], []
+    if train.get("label_smoothing"):
+        lines.append(f"- Loss: cross-entropy with label smoothing ε = {train['label_smoothing']:g}; the training loss of "
+                     "the curves includes it, the evaluated train_loss and test_loss are plain cross-entropy.")
+    if train.get("tta", "none") != "none":
+        lines.append(f"- The test split is evaluated with test-time augmentation `{train['tta']}` (replicate/tta.py).")
+    if config.get("lookahead", {}).get("every"):
+        lookahead = config["lookahead"]
+        lines.append(f"- Lookahead every {lookahead['every']} steps (base {lookahead['base']:g}, power {lookahead['power']:g}).")
+    return lines
 
 
 def title_marker(claims: list) -> str:

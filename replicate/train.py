@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
-from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
+from replicate.augment import DROPOUT_STREAM, alternating_flips, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
 from replicate.errors import ConfigError
 from replicate.freezing import Freezing
@@ -69,12 +69,12 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     decayed = stack.decayed(plan.update.decay_biases)
     optimizer = make_optimizer(stack, decayed, plan.update, cfg.train.precision)
     objective = Objective.of(plan.update, decayed, cfg.train)
-    inputs = Inputs.of(cfg, data, seeds, stack)
+    inputs = Inputs.of(cfg, data, seeds, stack, order.steps_per_epoch)
     learning_rate = LearningRate(cfg.schedule, optimizer, steps, order)  # base lrs: before a checkpoint's are loaded
     scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
     record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps), cfg.train.tta)
     frozen = Freezing(cfg.train.freeze, order.steps_per_epoch, list(stack.leaves))
-    lookahead = make_lookahead(cfg.lookahead, stack, steps)
+    lookahead = Lookahead.over(stack, cfg.lookahead, steps)  # after the optimizer: parameters are views of its buffers
     saver = Checkpoints(checkpoint, steps)
     start = saver.restore(stack, optimizer, order, record, scaler, lookahead)
     if progress is not None and start:
@@ -131,16 +131,6 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     if not vectorize and hasattr(stack.module, "initialize_from_training_data"):
         stack.module.initialize_from_training_data(data.x_train)  # airbench's whitening layer: the same images for every seed
     return stack, order
-
-
-def make_lookahead(lookahead_cfg, stack: SeedStack, steps: int) -> Lookahead | None:
-    """airbench's lookahead over the parameters and the floating-point buffers (BatchNorm's running statistics),
-    or None when lookahead.every is 0. Built after the optimizer: the parameters are views of its buffers by then."""
-    if not lookahead_cfg.every:
-        return None
-    buffers = {name: buffer for name, buffer in stack.module.named_buffers() if buffer.is_floating_point()}
-    return Lookahead({**stack.leaves, **buffers}, every=lookahead_cfg.every, base=lookahead_cfg.base,
-                     power=lookahead_cfg.power, steps=steps)
 
 
 def make_optimizer(stack: SeedStack, decayed: list[str], update: Update, precision: str):
@@ -225,11 +215,12 @@ class Inputs:
     seeds: tuple[int, ...]
     augment: object | None  # the augment config, or None: the images as they are
     dropout: bool  # the model draws random masks (it trains its seeds alone: SeedStack.trains_seeds_alone)
+    steps_per_epoch: int = 0  # for augment.flip_alternating, whose orientation changes each epoch
 
     @classmethod
-    def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack) -> Inputs:
+    def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack, steps_per_epoch: int = 0) -> Inputs:
         augment = OmegaConf.select(cfg, "augment")
-        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone)
+        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone, steps_per_epoch)
 
     def micro_batches(self, indices: torch.Tensor, step: int, shard: Shard) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(x, y) of this rank's micro-batches. The whole global batch is augmented, then shared out: the same
@@ -237,7 +228,10 @@ class Inputs:
         parts = shard.parts(indices)
         if self.augment is None:
             return [(self.data.x_train[part], self.data.y_train[part]) for part in parts]
-        images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step))
+        flips = None
+        if self.augment.flip and self.augment.flip_alternating:
+            flips = alternating_flips(indices, list(self.seeds), step // self.steps_per_epoch, len(self.data.y_train))
+        images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step, flips))
         return [(x, self.data.y_train[part]) for x, part in zip(images, parts)]
 
     def reseed(self, step: int, shard: Shard, micro: int) -> None:

@@ -102,7 +102,7 @@ def compose_small(root, *overrides):
     warmup knot at int(8·0.23)/8 = 1/8, where get_lr puts it for 8 steps (the config's is 109/476, for 476)."""
     return compose(["paper=airbench94", f"data.root={root}", "train.batch_size=6", "train.steps=8", "lookahead.every=4",
                     "schedule.knots=[0.0,0.125,1.0]",
-                    "augment.flip=false", "augment.crop_padding=0", "train.freeze.0.after_epochs=1", "seeds=1",
+                    "augment.flip=false", "augment.flip_alternating=false", "augment.crop_padding=0", "train.freeze.0.after_epochs=1", "seeds=1",
                     "logger=none", "train.tta=none", *overrides])
 
 
@@ -196,7 +196,8 @@ def test_a_resumed_airbench_run_equals_an_uninterrupted_one(cifar_root, tmp_path
 def test_bad_airbench_settings_are_one_line_errors(cifar_root):
     for override, message in (("train.label_smoothing=1.5", "train.label_smoothing must be in"),
                               ("train.tta=mirror", "train.tta"), ("lookahead.every=-1", "lookahead.every"),
-                              ("train.freeze.0.after_epochs=-2", "after_epochs")):
+                              ("train.freeze.0.after_epochs=-2", "after_epochs"),
+                              ("augment.flip=false", "needs augment.flip=true")):
         with pytest.raises(ConfigError, match=message) as error:
             check_config(compose(["paper=airbench94", override]))
         assert "\n" not in str(error.value)
@@ -216,3 +217,23 @@ def test_airbench_net_is_the_sources_shape():
     conv = model.block1.conv2.weight  # dirac-initialised: the identity on its 64 input channels
     assert torch.equal(conv[:, :, 1, 1], torch.eye(64)) and conv[:, :, 0].abs().sum() == 0
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and not math.isnan(model.block1.norm1.eps) and model.block1.norm1.momentum == pytest.approx(0.4)
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    """airbench's flip (lines 131–147): a random half mirrored at first, then every image's orientation alternates
+    by epoch; each seed draws its own first half, from the seed alone (a resumed run draws the same)."""
+    from replicate.augment import alternating_flips, augment_seeds
+    from replicate.config import AugmentConfig
+
+    n = 1000
+    everything = torch.arange(n).expand(2, n)
+    epochs = [alternating_flips(everything, [0, 1], epoch, n) for epoch in range(3)]
+    assert torch.equal(epochs[0] ^ epochs[1], torch.ones(2, n, dtype=torch.bool)) and torch.equal(epochs[0], epochs[2])
+    assert abs(epochs[0][0].float().mean().item() - 0.5) < 0.05  # 1000 coins: 0.5 ± 0.016 (1 sd)
+    assert not torch.equal(epochs[0][0], epochs[0][1])  # each seed its own
+    batch = torch.tensor([[5, 7, 11], [5, 7, 11]])
+    assert torch.equal(alternating_flips(batch, [0, 1], 1, n), epochs[1][:, [5, 7, 11]])  # by training-set index
+    images = torch.randn(2, 3, 1, 2, 2)
+    flips = alternating_flips(batch, [0, 1], 0, n)
+    mirrored = augment_seeds(images, AugmentConfig(flip=True, flip_alternating=True), [0, 1], step=3, flips=flips)
+    assert torch.equal(mirrored, torch.where(flips[..., None, None, None], images.flip(-1), images))
