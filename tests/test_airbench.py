@@ -17,6 +17,7 @@ from replicate.data import load_dataset
 from replicate.hyperparameters import make_plan
 from replicate.lookahead import Lookahead
 from replicate.loss import per_example_loss, reduce_loss
+from replicate.models import build_model
 from replicate.train import seed_stack, train_seeds
 from replicate.tta import tta_logits
 
@@ -237,3 +238,19 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch():
     flips = alternating_flips(batch, [0, 1], 0, n)
     mirrored = augment_seeds(images, AugmentConfig(flip=True, flip_alternating=True), [0, 1], step=3, flips=flips)
     assert torch.equal(mirrored, torch.where(flips[..., None, None, None], images.flip(-1), images))
+
+
+def test_smoothing_lookahead_and_freezing_keep_batched_seeds_bit_for_bit_their_runs_alone(one_thread):
+    """The features on a model whose seeds train together (seed-stacked linear layers): each seed's parameters are
+    exactly those of training it alone, the slow weights, the frozen bias and the smoothed loss included."""
+    cfg = compose(["paper=mnist1d_mlp", "train.steps=12", "train.label_smoothing=0.1", "lookahead.every=3",
+                   "train.freeze=[{parameter:linear1.bias,after_epochs:0}]", "logger=none"])
+    data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
+    plan = make_plan(cfg, n_train=len(data.y_train))
+    together = train_seeds(cfg, data, plan, [0, 1], vectorize=True)
+    alone = [train_seeds(cfg, data, plan, [seed], vectorize=False)[0] for seed in (0, 1)]
+    assert [result.path for result in together] == ["batched", "batched"]
+    for batched, single in zip(together, alone):
+        assert all(torch.equal(batched.parameters[name], value) for name, value in single.parameters.items())
+    torch.manual_seed(0)  # the seed's init, as replicate.seed_stack draws it: the frozen bias never moved
+    assert torch.equal(alone[0].parameters["linear1.bias"], build_model(cfg.model).linear1.bias.detach())
