@@ -23,6 +23,7 @@ from replicate.errors import ConfigError
 
 PADDING_MODES = ("zeros", "reflect")
 AUGMENT_STREAM, DROPOUT_STREAM = 1, 2  # independent streams per (seed, step): augmentation draws, dropout masks
+FLIP_STREAM = 3  # the alternating flip's one coin per training image, drawn once per seed
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -55,6 +56,20 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flips[:, None, None, None], images.flip(-1), images)
 
 
+def alternating_flips(indices: torch.Tensor, seeds: list[int], epoch: int, n: int) -> torch.Tensor:
+    """airbench's flip (KellerJordan/cifar10-airbench legacy/airbench94.py at f1c599c, lines 131–147): a random half
+    of the n training images is mirrored once, and every image is mirrored again on odd epochs, so each image
+    alternates between its two orientations from epoch to epoch. The first orientation is one coin per image and
+    seed, drawn from the seed alone. indices: (n_seeds, batch) training-set indices → (n_seeds, batch) bool."""
+    generator = torch.Generator(device=indices.device)
+    rows = []
+    for row, seed in zip(indices, seeds):
+        generator.manual_seed(step_seed(seed, 0, FLIP_STREAM))
+        first = torch.randint(0, 2, (n,), generator=generator, device=indices.device).bool()
+        rows.append(first[row] ^ bool(epoch % 2))
+    return torch.stack(rows)
+
+
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Set a size×size square of each image to 0, its corner uniform over the positions that keep it inside."""
     if size == 0:
@@ -73,22 +88,26 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     return images.masked_fill(square, 0)
 
 
-def augment(images: torch.Tensor, settings, generator: torch.Generator) -> torch.Tensor:
-    """Crop, then flip, then cutout (cifar10-fast's order), each as `settings` asks. images: (batch, C, H, W)."""
+def augment(images: torch.Tensor, settings, generator: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop, then flip, then cutout (cifar10-fast's order), each as `settings` asks. images: (batch, C, H, W);
+    flips: (batch,) bool, the images to mirror (alternating_flips), or None: a coin per image."""
     images = random_crop(images, settings.crop_padding, settings.padding_mode, generator)
-    if settings.flip:
+    if settings.flip and flips is not None:
+        images = torch.where(flips[:, None, None, None], images.flip(-1), images)
+    elif settings.flip:
         images = random_flip(images, generator)
     return cutout(images, settings.cutout, generator)
 
 
-def augment_seeds(x: torch.Tensor, settings, seeds: list[int], step: int) -> torch.Tensor:
-    """Each seed's batch augmented with its own (seed, step) draws. x: (n_seeds, batch, C, H, W)."""
+def augment_seeds(x: torch.Tensor, settings, seeds: list[int], step: int, flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Each seed's batch augmented with its own (seed, step) draws. x: (n_seeds, batch, C, H, W); flips: (n_seeds,
+    batch) bool from alternating_flips, or None."""
     if x.dim() != 5:
         raise ConfigError(f"augment.* needs images of shape (C, H, W); these examples have shape {list(x.shape[2:])} "
                           "(data.flatten=true?): set data.flatten=false, or switch the augmentation off")
     generator = torch.Generator(device=x.device)
     rows = []
-    for row, seed in zip(x, seeds):
+    for m, (row, seed) in enumerate(zip(x, seeds)):
         generator.manual_seed(step_seed(seed, step, AUGMENT_STREAM))
-        rows.append(augment(row, settings, generator))
+        rows.append(augment(row, settings, generator, None if flips is None else flips[m]))
     return torch.stack(rows)

@@ -140,7 +140,7 @@ def describe_write_error(error: OSError) -> str:
 
 
 # the layout of a training checkpoint; a file of another layout (an older replicate) is refused
-CHECKPOINT_FORMAT = 3  # 3: one optimizer buffer per parameter group, a padded row per seed
+CHECKPOINT_FORMAT = 4  # 3: one optimizer buffer per parameter group, a padded row per seed; 4: module buffers (BatchNorm statistics)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -118,6 +118,7 @@ class AugmentConfig:
     crop_padding: int = 0  # pixels padded per side before a random crop back to the image size (0: none)
     padding_mode: str = "zeros"  # zeros (He et al. 2016) | reflect (airbench's translate, cifar10-fast)
     flip: bool = False  # mirror left-right with probability 1/2
+    flip_alternating: bool = False  # with flip: airbench's, a random half mirrored once, then every image on odd epochs
     cutout: int = 0  # side in pixels of a square set to 0 (cifar10-fast: 8); 0: none
 
 
@@ -192,6 +193,25 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class FreezeConfig:
+    """A parameter that trains for its first `after_epochs` epochs and then stays fixed (replicate.freezing)."""
+
+    parameter: str = MISSING  # its name in the model, e.g. whiten.bias
+    after_epochs: int = MISSING  # epochs it trains before it is frozen
+
+
+@dataclass
+class LookaheadConfig:
+    """airbench's lookahead (replicate.lookahead): every `every` steps the slow weights move towards the
+    network's, ema = d·ema + (1 − d)·net, and the network restarts from them; d = base^every · (t/T)^power after
+    t of T steps. At the end the network takes the slow weights."""
+
+    every: int = 0  # steps between updates (0: no lookahead)
+    base: float = 0.95  # per-step decay: the update's decay is base^every at the end of training
+    power: float = 3.0  # the decay ramps as (t/T)^power from 0 to base^every
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = MISSING
     steps: Optional[int] = None  # optimizer updates; overrides epochs (use it to shorten any run)
@@ -209,6 +229,11 @@ class TrainConfig:
     channels_last: bool = False  # 2-D convolution weights in NHWC memory order (GPU recipes with reduced precision)
     tf32: bool = False  # TF32 (10-bit mantissa) for float32 matrix products and cuDNN convolutions/RNNs on GPUs
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # ε of torch.nn.CrossEntropyLoss(label_smoothing=ε) in the training loss (0: none); the training objective the run
+    # reports includes it, the evaluated losses (train_loss, test_loss) are plain cross-entropy
+    label_smoothing: float = 0.0
+    tta: str = "none"  # one of replicate.tta.TTA_MODES: test-time augmentation of the test split's evaluation
+    freeze: List[FreezeConfig] = field(default_factory=list)  # parameters frozen after some epochs
 
 
 @dataclass
@@ -256,6 +281,7 @@ class Config:
     dry_run: bool = False  # compose and check the config, train nothing
     resume: bool = True  # reuse finished seeds and checkpoints found in the run directory
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
 
 
 def register_schema() -> None:

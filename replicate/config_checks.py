@@ -118,6 +118,7 @@ def check_config(cfg: Any) -> None:
                           f"got {cfg.data.label_noise}")
     _check_paper_model_settings(cfg)
     _check_early_stopping(cfg)
+    _check_airbench_settings(cfg)
     _check_param_groups(cfg)
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
@@ -230,6 +231,31 @@ def _check_early_stopping(cfg: Any) -> None:
     if cfg.data.name not in ("mnist", "cifar10"):
         raise ConfigError(f"train.early_stopping validates on a held-out split, which data.name={cfg.data.name} does "
                           "not provide; use mnist or cifar10 with data.holdout=N, or train.early_stopping.enabled=false")
+
+
+def _check_airbench_settings(cfg: Any) -> None:
+    """Label smoothing, test-time augmentation, lookahead and freezing (the airbench recipe's settings)."""
+    from replicate.models import CONV2D_MODELS
+    from replicate.tta import TTA_MODES
+
+    smoothing = cfg.train.label_smoothing
+    if not 0 <= smoothing <= 1:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1] (torch.nn.CrossEntropyLoss's ε; 0: none), got {smoothing}")
+    _require_choice(cfg.train.tta, TTA_MODES, "train.tta")
+    if cfg.train.tta != "none" and (cfg.model.name not in CONV2D_MODELS or cfg.data.flatten):
+        raise ConfigError(f"train.tta={cfg.train.tta} mirrors and shifts images: it needs an image model "
+                          f"({', '.join(CONV2D_MODELS)}) on unflattened images; set train.tta=none")
+    if cfg.augment.flip_alternating and not cfg.augment.flip:
+        raise ConfigError("augment.flip_alternating=true says how images flip; it needs augment.flip=true")
+    lookahead = cfg.lookahead
+    if lookahead.every < 0:
+        raise ConfigError(f"lookahead.every must be >= 0 steps (0: no lookahead), got {lookahead.every}")
+    if not 0 < lookahead.base <= 1 or not lookahead.power >= 0:
+        raise ConfigError(f"lookahead.base must be in (0, 1] and lookahead.power >= 0 (airbench: 0.95 and 3), "
+                          f"got base {lookahead.base}, power {lookahead.power}")
+    for index, rule in enumerate(cfg.train.freeze):
+        if rule.after_epochs < 0:
+            raise ConfigError(f"train.freeze[{index}].after_epochs must be >= 0 epochs, got {rule.after_epochs}")
 
 
 def _check_param_groups(cfg: Any) -> None:

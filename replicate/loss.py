@@ -14,9 +14,14 @@ import torch.nn.functional as F
 LOSS_VALUES = ("cross_entropy", "clipped_log_loss")
 
 
-def per_example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each example, or of each token: (n_seeds, batch) or (n_seeds, batch, seq_len)."""
-    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none").view(targets.shape)
+def per_example_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of each example, or of each token: (n_seeds, batch) or (n_seeds, batch, seq_len).
+
+    label_smoothing ε: PyTorch's definition (torch.nn.CrossEntropyLoss), the cross-entropy against the target
+    mixed with the uniform distribution, (1 − ε)·(−log p_y) + ε·mean_k(−log p_k), per example; summed or averaged
+    by reduce_loss it equals CrossEntropyLoss(label_smoothing=ε) with reduction "sum" or "mean"."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none",
+                           label_smoothing=label_smoothing).view(targets.shape)
 
 
 def reduce_loss(losses: torch.Tensor, reduction: str, examples: int) -> torch.Tensor:

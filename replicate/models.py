@@ -21,8 +21,10 @@ MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn
           "caffe_lenet", "caffe_cifar10_quick", "keras_mnist_mlp", "cifar_resnet",  # these four: replicate.paper_models
           "cifar10_fast_resnet9",  # replicate.cifar10_fast, through replicate.paper_models
           "theano_logreg",  # replicate.theano_tutorials, through replicate.paper_models
-          "cudaconvnet_18pct")  # replicate.cuda_convnet, through replicate.paper_models
-CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet", "cifar10_fast_resnet9", "cudaconvnet_18pct")  # 4-D convolution weights: train.channels_last applies
+          "cudaconvnet_18pct",  # replicate.cuda_convnet, through replicate.paper_models
+          "airbench94")  # replicate.airbench, through replicate.paper_models
+CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet", "cifar10_fast_resnet9", "cudaconvnet_18pct",
+                 "airbench94")  # 4-D convolution weights: train.channels_last applies
 INITS = ("pytorch", "sklearn_glorot")  # model.init: PyTorch's default, or initialize_like_sklearn
 
 

@@ -180,4 +180,11 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "cifar10_fast_resnet9": lambda cfg: ResNet9(output_size=cfg.output_size),  # replicate/cifar10_fast.py
     "theano_logreg": lambda cfg: TheanoLogisticRegression(cfg.input_size, cfg.output_size),  # replicate.theano_tutorials
     "cudaconvnet_18pct": lambda cfg: CudaConvnet18pct(output_size=cfg.output_size),
+    "airbench94": lambda cfg: _airbench94(cfg),
 }
+
+
+def _airbench94(cfg):
+    from replicate.airbench import Airbench94Net  # its own module, named after its source
+
+    return Airbench94Net(output_size=cfg.output_size)

@@ -93,6 +93,7 @@ def render_markdown(report: dict, plot_name: str = "curves.png") -> str:
               f"schedule `{report['config']['schedule']['name']}`.",
               f"- Native conventions: {_convention_text(plan['native_convention'])}.",
               f"- Executed conventions: {_convention_text(plan['executed_convention'])}.",
+              *_recipe_lines(report["config"]),
               f"- Seeds: {', '.join(str(r['seed']) for r in report['seeds'])}; training path: {report['training_path']}; "
               f"dtype {report['config']['train']['dtype']}; device {report['hardware']['device']}; "
               f"{report['hardware']['threads']} thread(s); wall time {report['wall_time_s']:.1f} s.",
@@ -148,6 +149,20 @@ def early_stopping_lines(seeds: list) -> list[str]:
         end = f"stopped after step {record['stopped_at']}" if record["stopped_at"] is not None else "ran all its steps"
         lines.append(f"- seed {seed['seed']}: best validation {criterion} {value} at step {record['best_step']}; {end} "
                      f"({len(record['validations'])} validations, patience {record['patience']:g} steps)")
+    return lines
+
+
+def _recipe_lines(config: dict) -> list[str]:
+    """What the loss and the evaluation include beyond plain cross-entropy, when the recipe says so."""
+    train, lines = config["train"], []
+    if train.get("label_smoothing"):
+        lines.append(f"- Loss: cross-entropy with label smoothing ε = {train['label_smoothing']:g}; the training loss of "
+                     "the curves includes it, the evaluated train_loss and test_loss are plain cross-entropy.")
+    if train.get("tta", "none") != "none":
+        lines.append(f"- The test split is evaluated with test-time augmentation `{train['tta']}` (replicate/tta.py).")
+    if config.get("lookahead", {}).get("every"):
+        lookahead = config["lookahead"]
+        lines.append(f"- Lookahead every {lookahead['every']} steps (base {lookahead['base']:g}, power {lookahead['power']:g}).")
     return lines
 
 

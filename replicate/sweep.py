@@ -52,6 +52,8 @@ def why_not_together(cfgs: list, plans: list, data) -> str | None:
     if len({plan.update.optimizer.weight_decay > 0 for plan in plans}) > 1:
         return "some decay their weights in the optimizer and some do not (another parameter grouping)"
     cfg = cfgs[0]
+    if cfg.lookahead.every or cfg.train.freeze or cfg.train.tta != "none" or cfg.augment.flip_alternating:
+        return "lookahead, frozen parameters, test-time augmentation and alternating flips train run by run"
     if cfg.train.precision != "fp32" or cfg.train.accum_steps != 1:
         return "reduced precision and micro-batches train run by run"
     if batching_method(cfg.model) == "torch.func.vmap over seeds":

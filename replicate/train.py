@@ -25,16 +25,19 @@ import torch
 from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
-from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
+from replicate.augment import DROPOUT_STREAM, alternating_flips, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
 from replicate.early_stopping import EarlyStopping
 from replicate.errors import ConfigError
+from replicate.freezing import Freezing
 from replicate.hyperparameters import Plan, Update
+from replicate.lookahead import Lookahead
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.schedule import lr_multiplier
 from replicate.seed_stack import SeedStack
+from replicate.tta import tta_logits
 
 METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss", "test_error", "valid_error")
 
@@ -68,14 +71,16 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     decayed = stack.decayed(plan.update.decay_biases)
     optimizer = make_optimizer(stack, decayed, plan.update, cfg.train.precision)
     objective = Objective.of(plan.update, decayed, cfg.train)
-    inputs = Inputs.of(cfg, data, seeds, stack)
+    inputs = Inputs.of(cfg, data, seeds, stack, order.steps_per_epoch)
     learning_rate = LearningRate(cfg.schedule, optimizer, steps, order)  # base lrs: before a checkpoint's are loaded
     scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
-    record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps))
+    record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps), cfg.train.tta)
     # each seed selects its best validation point and stops on its own (replicate.early_stopping)
     stopper = EarlyStopping(cfg.train.early_stopping, stack, steps) if cfg.train.early_stopping.enabled else None
+    frozen = Freezing(cfg.train.freeze, order.steps_per_epoch, list(stack.leaves))
+    lookahead = Lookahead.over(stack, cfg.lookahead, steps)  # after the optimizer: parameters are views of its buffers
     saver = Checkpoints(checkpoint, steps)
-    start = saver.restore(stack, optimizer, order, record, scaler, stopper)
+    start = saver.restore(stack, optimizer, order, record, scaler, stopper, lookahead)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps
     shard = Shard.current(cfg.train.accum_steps)
@@ -89,7 +94,10 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         # (n_seeds, global batch) indices: every rank draws the same order
         batch = train_step(stack, inputs, order.indices(step), step, objective, shard, scaler, out=record.objectives[:, step])
         record.batch_sizes.append(batch)
-        apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        with frozen.holding(stack, step):
+            apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        if lookahead is not None:
+            lookahead.after_step(step + 1)
         if stopper is not None and stopper.after_step(stack, data, step, lambda *split: evaluate(*split, cfg.train.loss_value)):
             break  # every seed's patience has run out
         evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
@@ -99,7 +107,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         if evaluating:
             record.add_point(stack, data, step + 1, cfg.train.loss_value, curve_train_accuracy)
         if saving:
-            saver.save(step + 1, stack, optimizer, order, record, scaler, stopper)
+            saver.save(step + 1, stack, optimizer, order, record, scaler, stopper, lookahead)
         if stopping:
             raise Interrupted(stop_requested(), step=step + 1, steps=steps, seeds=seeds, saved=saving)
         if progress is not None:
@@ -133,7 +141,10 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
                       channels_last=cfg.train.channels_last)
     order = BatchOrder(len(data.y_train), batch_size=cfg.train.batch_size, order=cfg.data.order, seeds=seeds,
-                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device, file_batch_size=cfg.data.file_batch_size)
+                       drop_last=cfg.data.drop_last, numpy_streams=streams, device=device,
+                       file_batch_size=cfg.data.file_batch_size)
+    if not vectorize and hasattr(stack.module, "initialize_from_training_data"):
+        stack.module.initialize_from_training_data(data.x_train)  # airbench's whitening layer: the same images for every seed
     return stack, order
 
 
@@ -166,11 +177,13 @@ class Objective:
     decayed: tuple[str, ...]  # the parameters the L2 terms cover
     loss_value: str  # one of replicate.loss.LOSS_VALUES
     precision: str  # "fp32" | "bf16" | "fp16": the forward pass's autocast
+    label_smoothing: float = 0.0  # in the loss minimised and in the objective reported per step
 
     @classmethod
     def of(cls, update: Update, decayed: list[str], train_cfg) -> Objective:
         return cls(update.loss_reduction, update.loss_l2, update.loss_l2_form, update.reported_l2,
-                   update.reported_l2_form, tuple(decayed), train_cfg.loss_value, train_cfg.precision)
+                   update.reported_l2_form, tuple(decayed), train_cfg.loss_value, train_cfg.precision,
+                   train_cfg.label_smoothing)
 
 
 def train_step(stack: SeedStack, inputs: Inputs, indices: torch.Tensor, step: int, objective: Objective, shard: Shard,
@@ -186,7 +199,7 @@ def train_step(stack: SeedStack, inputs: Inputs, indices: torch.Tensor, step: in
         with (contextlib.nullcontext() if last or shard.world == 1 else stack.net.no_sync()), autocast(device, objective.precision):
             inputs.reseed(step, shard, micro)
             logits = stack(x)
-            losses = per_example_loss(logits, y)
+            losses = per_example_loss(logits, y, objective.label_smoothing)
             loss = reduce_loss(losses, objective.reduction, batch)  # normalised by the global batch
             if shard.world > 1:
                 loss = loss * shard.world  # DDP averages gradients over ranks
@@ -217,11 +230,12 @@ class Inputs:
     seeds: tuple[int, ...]
     augment: object | None  # the augment config, or None: the images as they are
     dropout: bool  # the model draws random masks (it trains its seeds alone: SeedStack.trains_seeds_alone)
+    steps_per_epoch: int = 0  # for augment.flip_alternating, whose orientation changes each epoch
 
     @classmethod
-    def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack) -> Inputs:
+    def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack, steps_per_epoch: int = 0) -> Inputs:
         augment = OmegaConf.select(cfg, "augment")
-        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone)
+        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone, steps_per_epoch)
 
     def micro_batches(self, indices: torch.Tensor, step: int, shard: Shard) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(x, y) of this rank's micro-batches. The whole global batch is augmented, then shared out: the same
@@ -229,7 +243,10 @@ class Inputs:
         parts = shard.parts(indices)
         if self.augment is None:
             return [(self.data.x_train[part], self.data.y_train[part]) for part in parts]
-        images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step))
+        flips = None
+        if self.augment.flip and self.augment.flip_alternating:
+            flips = alternating_flips(indices, list(self.seeds), step // self.steps_per_epoch, len(self.data.y_train))
+        images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step, flips))
         return [(x, self.data.y_train[part]) for x, part in zip(images, parts)]
 
     def reseed(self, step: int, shard: Shard, micro: int) -> None:
@@ -324,11 +341,12 @@ class Record:
     """What the seeds have measured: each step's objective per seed, written on the device and read (one
     sync) only at evaluations and checkpoints; the batch sizes; the learning curves."""
 
-    def __init__(self, n_seeds: int, steps: int, device, every: int):
+    def __init__(self, n_seeds: int, steps: int, device, every: int, tta: str = "none"):
         self.objectives = torch.full((n_seeds, steps), math.nan, dtype=torch.float64, device=device)  # a row per seed
         self.batch_sizes: list[int] = []
         self.curves: list[list[dict]] = [[] for _ in range(n_seeds)]
         self.last_point, self.every, self.steps = 0, every, steps
+        self.tta = tta  # replicate.tta mode of the test split's evaluations
 
     def due(self, done: int) -> bool:
         return done % self.every == 0 or done == self.steps
@@ -347,7 +365,7 @@ class Record:
         accuracy and loss, and the training accuracy when a claim is on it."""
         point = {"step": done, "train_loss": self.objectives[:, self.last_point:done].mean(1).tolist()}
         if data.x_test is not None:
-            test = evaluate(stack, data.x_test, data.y_test, loss_value)
+            test = evaluate(stack, data.x_test, data.y_test, loss_value, self.tta)
             point.update(test_accuracy=test["accuracy"].tolist(), test_loss=test["loss"].tolist())
         if train_accuracy:
             point["train_accuracy"] = evaluate(stack, data.x_train, data.y_train, loss_value)["accuracy"].tolist()
@@ -375,16 +393,20 @@ class Checkpoints:
         return (checkpoint is not None and checkpoint.get("save", True) and done < self.steps
                 and (stopping or (checkpoint["every"] > 0 and done % checkpoint["every"] == 0)))
 
-    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper) -> None:
+    def save(self, done: int, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper=None,
+             lookahead=None) -> None:
         save_checkpoint(self.checkpoint["path"], {
             "fingerprint": self.checkpoint["fingerprint"], "step": done,
             "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
+            "buffers": {name: buffer.detach() for name, buffer in stack.module.named_buffers()},  # BatchNorm statistics
+            **({"lookahead": lookahead.state_dict()} if lookahead else {}),
             "optimizer": optimizer.state_dict(), "order": order.state_dict(),
             "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
             "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {}),
             **({"early_stopping": stopper.state_dict()} if stopper else {})})
 
-    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper) -> int:
+    def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper=None,
+                lookahead=None) -> int:
         """Load a saved state into the given objects; returns the step to continue from (0: nothing saved)."""
         if self.checkpoint is None or not self.checkpoint["path"].exists():
             return 0
@@ -392,6 +414,10 @@ class Checkpoints:
         with torch.no_grad():
             for name, leaf in stack.leaves.items():
                 leaf.copy_(saved["params"][name])
+            for name, buffer in stack.module.named_buffers():
+                buffer.copy_(saved["buffers"][name])
+        if lookahead is not None:
+            lookahead.load_state_dict(saved["lookahead"])
         optimizer.load_state_dict(saved["optimizer"])
         order.load_state_dict(saved["order"])
         record.last_point, record.curves = saved["last_point"], saved["curves"]
@@ -405,14 +431,17 @@ class Checkpoints:
 
 
 @torch.no_grad()
-def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
-    """Accuracy and zero-one error (fractions) and mean loss per seed on a whole split."""
+def evaluate(stack: SeedStack, x, y, loss_value: str, tta: str = "none") -> dict:
+    """Accuracy and zero-one error (fractions) and mean loss per seed on a whole split; tta: replicate.tta's mode
+    (the loss is then that of the averaged logits)."""
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
     stack.module.eval()  # dropout off, BatchNorm on its running statistics
-    logits = torch.cat([stack(x[i:i + chunk].expand(stack.n_seeds, *x[i:i + chunk].shape))
-                        for i in range(0, len(y), chunk)], dim=1)
+    def forward(images):
+        return stack(images.expand(stack.n_seeds, *images.shape))
+
+    logits = torch.cat([tta_logits(forward, x[i:i + chunk], tta) for i in range(0, len(y), chunk)], dim=1)
     stack.module.train()
     targets = y.expand(stack.n_seeds, *y.shape)
     correct = logits.argmax(-1) == targets
@@ -427,7 +456,7 @@ def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, st
     train_eval = evaluate(stack, data.x_train, data.y_train, loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
     if data.x_test is not None:
-        test_eval = evaluate(stack, data.x_test, data.y_test, loss_value)
+        test_eval = evaluate(stack, data.x_test, data.y_test, loss_value, record.tta)
         final["test_accuracy"], final["test_loss"], final["test_error"] = test_eval["accuracy"], test_eval["loss"], test_eval["error"]
     if data.x_valid is not None and data.x_valid.dtype.is_floating_point:  # a held-out image split (not PTB's tokens)
         final["valid_error"] = evaluate(stack, data.x_valid, data.y_valid, loss_value)["error"]
