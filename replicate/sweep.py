@@ -54,6 +54,8 @@ def why_not_together(cfgs: list, plans: list, data) -> str | None:
     cfg = cfgs[0]
     if cfg.lookahead.every or cfg.train.freeze or cfg.train.tta != "none" or cfg.augment.flip_alternating:
         return "lookahead, frozen parameters, test-time augmentation and alternating flips train run by run"
+    if cfg.train.early_stopping.enabled:
+        return "early stopping (each run's own best validation point and stop) trains run by run"
     if cfg.train.precision != "fp32" or cfg.train.accum_steps != 1:
         return "reduced precision and micro-batches train run by run"
     if batching_method(cfg.model) == "torch.func.vmap over seeds":

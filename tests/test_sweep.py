@@ -65,6 +65,7 @@ def test_a_run_that_diverges_alone_is_reported_as_alone():
     ([["optimizer.momentum=0.5"], ["optimizer.momentum=0.9"]], "differ in more than the learning rate"),
     ([["optimizer.weight_decay=0"], ["optimizer.weight_decay=0.1"]], "another parameter grouping"),
     ([["model.name=cnn1d", "model.channels=8", "optimizer.lr=0.01"], ["model.name=cnn1d", "model.channels=8"]], "vmap"),
+    ([["train.early_stopping.enabled=true", "optimizer.lr=0.01"], ["train.early_stopping.enabled=true"]], "early stopping"),
 ])
 def test_runs_that_differ_in_more_than_rates_train_apart(readings, reason):
     cfgs, data, plans = runs(["paper=mnist1d_mlp", "optimizer.name=sgd", "optimizer.momentum=0.9", "train.steps=5"],
