@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replicate.zaremba_lstm import ZarembaLSTM
+
 
 def as_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """(batch, C·H·W) or (batch, C, H, W) → (batch, C, H, W): loaders may hand either layout. These models train
@@ -173,4 +175,5 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "keras_mnist_mlp": lambda cfg: KerasMnistMLP(cfg.input_size, cfg.output_size, cfg.hidden_size or 512,
                                                  0.2 if cfg.dropout is None else cfg.dropout),
     "cifar_resnet": lambda cfg: CifarResNet(depth=cfg.depth or 20, output_size=cfg.output_size),
+    "zaremba_lstm": lambda cfg: ZarembaLSTM(cfg.input_size, cfg.hidden_size or 200, dropout=cfg.dropout or 0.0),
 }

@@ -28,13 +28,15 @@ from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, 
 from replicate.augment import DROPOUT_STREAM, augment_seeds, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
 from replicate.hyperparameters import Plan, Update
+from replicate.language_model import EpochStates, evaluate_windows, is_language_model, language_model_metrics
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
 from replicate.precision import SeedGradScaler, autocast, seed_rows
 from replicate.schedule import lr_multiplier
 from replicate.seed_stack import SeedStack
 
-METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss")
+METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss",
+           "test_perplexity", "valid_perplexity", "train_perplexity")  # perplexity: exp of the mean per-word loss
 
 
 @dataclass
@@ -70,6 +72,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     scaler = SeedGradScaler(n_seeds, device) if cfg.train.precision == "fp16" else None  # fp16 gradients need loss scaling
     record = Record(n_seeds, steps, device, eval_every(cfg.train.eval_every, steps))
     saver = Checkpoints(checkpoint, steps)
+    # language models: the hidden state at each epoch's start, as main.lua leaves it (replicate.language_model)
+    epochs = EpochStates(stack.module, data, order.steps_per_epoch) if is_language_model(stack.module) else None
     start = saver.restore(stack, optimizer, order, record, scaler)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps
@@ -85,6 +89,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
         batch = train_step(stack, inputs, order.indices(step), step, objective, shard, scaler, out=record.objectives[:, step])
         record.batch_sizes.append(batch)
         apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
+        if epochs:
+            epochs.after_step(step + 1)
         evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
         saving = saver.due(step + 1, stopping)
         if (evaluating or saving) and record.all_diverged(step + 1):
@@ -114,6 +120,8 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     """The seeds' models and their batch orders; scikit-learn draws the init and every epoch's shuffle from
     one RandomState(random_state), so each seed's two share one numpy stream."""
     dtype, device = data.x_train.dtype, data.x_train.device
+    if not dtype.is_floating_point:  # word ids: the model's own numbers in the run's dtype
+        dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
     streams = [np.random.RandomState(seed) for seed in seeds]
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
                       channels_last=cfg.train.channels_last)
@@ -362,7 +370,8 @@ class Checkpoints:
             "params": {name: leaf.detach() for name, leaf in stack.leaves.items()},
             "optimizer": optimizer.state_dict(), "order": order.state_dict(),
             "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
-            "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {})})
+            "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {}),
+            **({"hidden_state": stack.module.state} if is_language_model(stack.module) else {})})
 
     def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler) -> int:
         """Load a saved state into the given objects; returns the step to continue from (0: nothing saved)."""
@@ -379,12 +388,18 @@ class Checkpoints:
         record.batch_sizes = list(saved["batch_sizes"])
         if scaler is not None:
             scaler.load_state_dict(saved["scaler"])
+        if is_language_model(stack.module):  # the state the windows carry on from
+            device = next(stack.module.parameters()).device
+            stack.module.state = None if saved["hidden_state"] is None else [s.to(device) for s in saved["hidden_state"]]
         return saved["step"]
 
 
 @torch.no_grad()
 def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
     """Accuracy (fraction) and mean loss per seed on a whole split."""
+    if is_language_model(stack.module):  # windows of word ids, the state carried: main.lua's evaluation
+        result = evaluate_windows(stack.module, x, y)
+        return {"accuracy": result["accuracy"].reshape(1), "loss": result["loss"].reshape(1)}
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
@@ -400,6 +415,8 @@ def evaluate(stack: SeedStack, x, y, loss_value: str) -> dict:
 def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, steps_per_epoch: int,
                   loss_value: str) -> dict:
     """Each metric of METRICS per seed after `done` steps: accuracies as fractions, losses in nats."""
+    if is_language_model(stack.module):
+        return language_model_metrics(stack.module, data, record.epoch_loss(done, steps_per_epoch))
     final = {}
     train_eval = evaluate(stack, data.x_train, data.y_train, loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]
