@@ -40,7 +40,8 @@ def evaluate_windows(model, x: torch.Tensor, y: torch.Tensor) -> dict:
     correct = torch.zeros((), dtype=torch.float64, device=x.device)
     for window in range(x.shape[0]):
         for inputs, targets in zip(x[window].split(EVALUATION_CHUNK, 1), y[window].split(EVALUATION_CHUNK, 1)):
-            logits = model(inputs).float()
+            logits = model(inputs)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # reduced precision widened, never narrowed
             total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").double()
             correct += (logits.argmax(-1) == targets).sum()
     final_state = model.state
