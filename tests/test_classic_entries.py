@@ -14,7 +14,8 @@ from replicate.hyperparameters import make_plan
 from replicate.train import train_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRIES = {"caffe_lenet_mnist": "mnist", "keras_mnist_mlp": "mnist", "resnet20_cifar10": "cifar10", "caffe_cifar10_quick": "cifar10"}
+ENTRIES = {"caffe_lenet_mnist": "mnist", "keras_mnist_mlp": "mnist", "resnet20_cifar10": "cifar10", "caffe_cifar10_quick": "cifar10",
+           "zaremba_ptb_small": "ptb"}
 
 
 @pytest.fixture(scope="module")

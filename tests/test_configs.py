@@ -36,18 +36,27 @@ def test_paper_config_composes_and_states_its_claims(paper):
 
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
-    """MNIST and CIFAR-10 files in their real formats, enough for the largest recipe batch (128)."""
-    from dataset_files import write_cifar10, write_mnist
+    """MNIST and CIFAR-10 files in their real formats, enough for the largest recipe batch (128); PTB text of an
+    11-word vocabulary, enough for 20 rows of 3 windows of 20 words (zaremba_ptb_small)."""
+    from dataset_files import PTB_TEXT, write_cifar10, write_mnist, write_ptb
 
     root = tmp_path_factory.mktemp("data")
     write_mnist(root, n_train=130, n_test=20)
     write_cifar10(root, per_batch=26, n_test=10)
+    write_ptb(root, {"train": PTB_TEXT["train"] * 80, "valid": PTB_TEXT["valid"] * 40, "test": PTB_TEXT["test"] * 4})
     return root
+
+
+def tiny_file_settings(paper: str, root) -> list[str]:
+    """The overrides that point an entry at the tiny files: their root, and for PTB their 11-word vocabulary."""
+    data = compose([f"paper={paper}"]).data.name
+    vocabulary = ["model.input_size=11", "model.output_size=11"] if data == "ptb" else []
+    return [f"data.root={root}", *vocabulary] if data in ("mnist", "cifar10", "ptb") else []
 
 
 @pytest.mark.parametrize("paper", PAPERS)
 def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, tmp_path, tiny_files):
-    files = [f"data.root={tiny_files}"] if compose([f"paper={paper}"]).data.name in ("mnist", "cifar10") else []
+    files = tiny_file_settings(paper, tiny_files)
     report = run_in_process([f"paper={paper}", "seeds=2", "train.steps=3", "logger=none", *files], tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["paper"]["id"] == paper and len(saved["seeds"]) == 2
