@@ -172,6 +172,9 @@ def _check_language_model_data(cfg: Any) -> None:
         if data.order != "sequential":
             raise ConfigError(f"data.order={data.order} would take PTB's windows out of order, breaking the hidden "
                               "state carried from window to window; set data.order=sequential")
+        if cfg.train.accum_steps != 1:
+            raise ConfigError(f"train.accum_steps={cfg.train.accum_steps}: the micro-batches of a window would share one "
+                              "carried hidden state; set train.accum_steps=1")
 
 
 def _require_finite(value: Any, what: str) -> None:

@@ -159,7 +159,8 @@ def request_from_paper(args: dict) -> dict:
     source = conventions.Convention(name=args["paper"], **conventions_fields(cfg))
     return {"source": source, "optimizer": cfg.optimizer.name, "batch_size": batch_size,
             "hparams": native_hparams(cfg.optimizer), "constant_lr": cfg.schedule.name == "constant",
-            "constant_batch": has_constant_batch(cfg, n_train), "seq_len": cfg.data.seq_len}
+            "constant_batch": has_constant_batch(cfg, n_train), "seq_len": cfg.data.seq_len,
+            "language_model": cfg.data.name == "ptb" and cfg.data.seq_len is not None}
 
 
 def convert_request(args: dict) -> dict:
@@ -233,6 +234,10 @@ def run_verification(args: dict, request: dict, target, seq_len) -> dict:
         raise UsageError("verify=true needs a convertible optimizer: adadelta has no exact conversion between "
                          "different loss scales (one ε in two accumulators); convertible: sgd, adam, adamw, rmsprop, adagrad")
     steps = _positive_int(args, "steps", 100)
+    if request.get("language_model"):  # the entry's own LSTM and loop (conversion_proof says why not the MLP)
+        from replicate.conversion_proof import verify_language_model_conversion
+
+        return verify_language_model_conversion(args["paper"], source, target, request["hparams"], steps=steps)
     schedule = args.get("schedule", "constant")
     if schedule not in ("constant", "multistep"):
         raise UsageError(f"schedule must be constant or multistep (lr × 0.1 halfway), got {schedule!r}")

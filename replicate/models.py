@@ -245,7 +245,8 @@ def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomStat
 def check_model_fits(cfg, data, n_seeds: int) -> None:
     """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
     which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
-    takes_word_ids = getattr(type(build_model(cfg.model)), "takes_word_ids", False)
+    with torch.device("meta"):  # the class alone: no memory, no random numbers
+        takes_word_ids = getattr(type(build_model(cfg.model)), "takes_word_ids", False)
     if not data.x_train.is_floating_point() and not takes_word_ids:  # ptb: word ids, for a model with an embedding
         raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
                           "real-valued features); use model.name=zaremba_lstm")

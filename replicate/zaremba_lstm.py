@@ -43,7 +43,9 @@ class ZarembaLSTM(nn.Module):
                  init_weight: float = 0.1):
         super().__init__()
         self.dropout = dropout
-        self.embedding = nn.Embedding(vocabulary_size, hidden_size)
+        # given its weight, nn.Embedding skips its N(0, 1) init, replaced below anyway (whose first call on the meta
+        # device, replicate.models.check_model_fits, took 13 s with PyTorch 2.13 here)
+        self.embedding = nn.Embedding(vocabulary_size, hidden_size, _weight=torch.empty(vocabulary_size, hidden_size))
         self.cells = nn.ModuleList(ZarembaLSTMCell(hidden_size) for _ in range(layers))
         self.h2y = nn.Linear(hidden_size, vocabulary_size)
         with torch.no_grad():

@@ -161,3 +161,38 @@ def test_the_per_sequence_sum_and_its_per_token_mean_conversion_train_the_same_l
     executed = train_seeds(cfg, data, plan, [0], vectorize=False)[0]
     moved = max(float((native.parameters[n] - executed.parameters[n]).abs().max()) for n in native.parameters)
     assert moved < 1e-12
+
+
+def test_convert_verify_proves_the_entrys_conversion_on_its_own_model():
+    """`python -m replicate.convert paper=zaremba_ptb_small to=mean verify=true`: lr 1 → 20 and clip 5 → 0.25, proven
+    by training the entry's LSTM both ways (the generic MLP proof is chaotic at this step size)."""
+    from replicate.convert import convert_request
+
+    result = convert_request({"paper": "zaremba_ptb_small", "to": "mean", "verify": True, "steps": 10})
+    assert result["hparams"]["lr"] == pytest.approx(20) and result["hparams"]["grad_clip"] == pytest.approx(0.25)
+    assert result["exact"] and result["verify"]["passed"] and result["verify"]["model"].startswith("zaremba_lstm")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.rows=10", "data.rows=10 but train.batch_size=20"),
+    ("data.order=shuffle", "data.order=shuffle would take PTB's windows out of order"),
+    ("train.accum_steps=2", "share one carried hidden state"),
+    ("schedule.constant_epochs=-1", "schedule.constant_epochs must be >= 0"),
+])
+def test_settings_that_would_break_the_carried_state_are_one_line_errors(override, message):
+    from replicate.config import ConfigError
+    from replicate.config_checks import check_config
+
+    with pytest.raises(ConfigError, match=message) as error:
+        check_config(compose(["paper=zaremba_ptb_small", override]))
+    assert "\n" not in str(error.value)
+
+
+def test_a_vocabulary_the_embedding_does_not_match_is_refused(ptb_root):
+    from replicate.config import ConfigError
+    from replicate.models import check_model_fits
+
+    cfg = compose(["paper=zaremba_ptb_small", f"data.root={ptb_root}", "model.output_size=11"])
+    data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
+    with pytest.raises(ConfigError, match="model.input_size=10000 but the vocabulary has 11 words; set model.input_size=11"):
+        check_model_fits(cfg, data, n_seeds=1)
