@@ -196,3 +196,13 @@ def test_a_vocabulary_the_embedding_does_not_match_is_refused(ptb_root):
     data = load_dataset(cfg.data, dtype=torch.float32, device="cpu")
     with pytest.raises(ConfigError, match="model.input_size=10000 but the vocabulary has 11 words; set model.input_size=11"):
         check_model_fits(cfg, data, n_seeds=1)
+
+
+@pytest.mark.parametrize("metric, unit, allowed", [("test_perplexity", "nats", "perplexity"), ("test_perplexity", "%", "perplexity"),
+                                                   ("test_accuracy", "perplexity", "% or fraction"), ("test_loss", "perplexity", "nats")])
+def test_a_claim_states_its_metrics_own_unit(metric, unit, allowed):
+    from replicate.config import ConfigError
+    from replicate.config_checks import check_config
+
+    with pytest.raises(ConfigError, match=f"metric {metric} is measured in {allowed}, not '{unit}'"):
+        check_config(compose(["paper=zaremba_ptb_small", f"paper.claims.0.metric={metric}", f"paper.claims.0.unit={unit}"]))
