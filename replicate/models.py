@@ -269,7 +269,8 @@ def check_model_fits(cfg, data, n_seeds: int) -> None:
                               f"the data's examples of shape {list(data.x_train.shape[1:])} "
                               f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
     # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
-    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * (data.x_train if data.x_train.is_floating_point() else next(model.parameters())).element_size()
+    numbers = data.x_train if data.x_train.is_floating_point() else next(model.parameters())  # word ids: the weights' size
+    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * numbers.element_size()
     device = data.x_train.device
     try:
         available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
