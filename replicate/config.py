@@ -98,7 +98,8 @@ class DataConfig:
     size: int = 1024  # examples
     features: int = 16
     classes: int = 10
-    seq_len: Optional[int] = None  # tokens per example: a label per position (sequence losses)
+    seq_len: Optional[int] = None  # tokens per example: a label per position (sequence losses); ptb: words per window
+    rows: Optional[int] = None  # ptb: contiguous rows the stream is cut into, one per batch position (= train.batch_size)
     # mnist, cifar10, ptb: files under data.root (docs/datasets.md)
     download: bool = False  # fetch absent or damaged files from the official source, checked against published md5s
     pixel_divisor: float = 255.0  # mnist, cifar10: uint8 pixels / this (255: [0, 1]; Caffe's scale 0.00390625 is 256)
@@ -163,6 +164,7 @@ class ScheduleConfig:
     power_t: float = 0.5  # scikit-learn invscaling: lr / (samples_seen + 1)^power_t, updated each epoch
     knots: List[float] = field(default_factory=list)  # piecewise_linear: positions as fractions of training
     values: List[float] = field(default_factory=list)  # piecewise_linear: lr multipliers at the knots
+    constant_epochs: int = 0  # epoch_decay: epochs at the base lr before the first × gamma
 
 
 @dataclass

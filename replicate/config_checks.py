@@ -120,6 +120,7 @@ def check_config(cfg: Any) -> None:
     _check_early_stopping(cfg)
     _check_airbench_settings(cfg)
     _check_param_groups(cfg)
+    _check_language_model_data(cfg)
     if cfg.data.name == "synthetic":
         for name in ("size", "features", "classes"):
             _require_positive(cfg.data[name], f"data.{name}")
@@ -151,12 +152,33 @@ def _check_optimizer_and_schedule(cfg: Any) -> None:
         raise ConfigError(f"optimizer.initial_accumulator_value must be >= 0, got {optimizer.initial_accumulator_value}")
     if schedule.name == "step":
         _require_positive(schedule.step_size, "schedule.step_size")
-    if schedule.name in ("step", "multistep", "inv"):
+    if schedule.name in ("step", "multistep", "inv", "epoch_decay"):
         _require_positive(schedule.gamma, "schedule.gamma")
+    if schedule.constant_epochs < 0:
+        raise ConfigError(f"schedule.constant_epochs must be >= 0 (epochs at the base lr before epoch_decay's first "
+                          f"× gamma), got {schedule.constant_epochs}")
     values = schedule["values"]  # not schedule.values: on a DictConfig that is the Mapping method
     if schedule.name == "piecewise_linear" and (len(schedule.knots) != len(values) or not schedule.knots):
         raise ConfigError(f"schedule.knots and schedule.values must be non-empty lists of equal length, got "
                           f"{len(schedule.knots)} and {len(values)}")
+
+
+def _check_language_model_data(cfg: Any) -> None:
+    """PTB in windows: data.seq_len words per window, data.rows rows that the batch positions walk (replicate.datasets.ptb)."""
+    data = cfg.data
+    for name in ("seq_len", "rows"):
+        if data[name] is not None:
+            _require_positive(data[name], f"data.{name}")
+    if data.name == "ptb" and data.seq_len is not None:
+        if data.rows != cfg.train.batch_size:
+            raise ConfigError(f"data.rows={data.rows} but train.batch_size={cfg.train.batch_size}: each batch position "
+                              "walks one row of the stream; set data.rows=${train.batch_size}")
+        if data.order != "sequential":
+            raise ConfigError(f"data.order={data.order} would take PTB's windows out of order, breaking the hidden "
+                              "state carried from window to window; set data.order=sequential")
+        if cfg.train.accum_steps != 1:
+            raise ConfigError(f"train.accum_steps={cfg.train.accum_steps}: the micro-batches of a window would share one "
+                              "carried hidden state; set train.accum_steps=1")
 
 
 def _require_finite(value: Any, what: str) -> None:
@@ -181,9 +203,9 @@ def _check_claim(claim: Any) -> None:
         raise ConfigError(f"claim {claim.name!r}: std must be >= 0, got {claim.std}")
     if claim.n is not None and claim.n < 1:
         raise ConfigError(f"claim {claim.name!r}: n must be positive, got {claim.n}")
-    loss = claim.metric.endswith("loss")
-    if loss != (claim.unit == "nats"):
-        allowed = "nats" if loss else "% or fraction"
+    measured_in = "nats" if claim.metric.endswith("loss") else "perplexity" if claim.metric.endswith("perplexity") else None
+    if (measured_in or claim.unit) != claim.unit or (measured_in is None and claim.unit in ("nats", "perplexity")):
+        allowed = measured_in or "% or fraction"
         raise ConfigError(f"claim {claim.name!r}: metric {claim.metric} is measured in {allowed}, not {claim.unit!r}")
     if claim.statistic in ("mean_of_n", "median_of_n", "best_of_n") and not claim.n:
         raise ConfigError(f"claim {claim.name!r}: statistic {claim.statistic} needs n (the paper's number of runs)")

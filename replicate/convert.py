@@ -149,14 +149,18 @@ def request_from_paper(args: dict) -> dict:
     try:
         n_train = len(load_dataset(cfg.data, dtype=torch.float32, device="cpu").y_train)
     except ConfigError:  # files not downloaded: only the size matters here (does every batch hold batch_size?)
-        if cfg.data.name not in PUBLISHED_TRAIN_SIZES:
+        if cfg.data.name == "ptb" and cfg.data.seq_len:  # windows × rows examples: a multiple of the batch size (data.rows)
+            n_train = cfg.train.batch_size
+        elif cfg.data.name not in PUBLISHED_TRAIN_SIZES:
             raise
-        n_train = PUBLISHED_TRAIN_SIZES[cfg.data.name] - cfg.data.holdout
+        else:
+            n_train = PUBLISHED_TRAIN_SIZES[cfg.data.name] - cfg.data.holdout
     batch_size = cfg.train.batch_size
     source = conventions.Convention(name=args["paper"], **conventions_fields(cfg))
     return {"source": source, "optimizer": cfg.optimizer.name, "batch_size": batch_size,
             "hparams": native_hparams(cfg.optimizer), "constant_lr": cfg.schedule.name == "constant",
-            "constant_batch": has_constant_batch(cfg, n_train), "param_groups": native_param_groups(cfg.optimizer)}
+            "constant_batch": has_constant_batch(cfg, n_train), "param_groups": native_param_groups(cfg.optimizer),
+            "seq_len": cfg.data.seq_len, "language_model": cfg.data.name == "ptb" and cfg.data.seq_len is not None}
 
 
 def convert_request(args: dict) -> dict:
@@ -180,7 +184,7 @@ def convert_request(args: dict) -> dict:
                    "batch_size": _positive_int(args, "batch_size"), "constant_lr": args.get("schedule", "constant") == "constant",
                    "constant_batch": True, "hparams": {key: args[key] for key in HPARAMS if key in args}}
     target = _convention(args, "to", request["optimizer"])
-    seq_len = _positive_int(args, "seq_len")
+    seq_len = _positive_int(args, "seq_len", request.get("seq_len"))
     for side, convention in (("from", request["source"]), ("to", target)):  # what the conversion needs, asked for here
         if convention.loss_reduction == "per_sequence_sum" and seq_len is None:
             raise UsageError(f"{side}={convention.name} sums the loss over time steps: give seq_len=<tokens per sequence>")
@@ -246,6 +250,10 @@ def run_verification(args: dict, request: dict, target, seq_len) -> dict:
         raise UsageError("verify=true needs a convertible optimizer: adadelta has no exact conversion between "
                          "different loss scales (one ε in two accumulators); convertible: sgd, adam, adamw, rmsprop, adagrad")
     steps = _positive_int(args, "steps", 100)
+    if request.get("language_model"):  # the entry's own LSTM and loop (conversion_proof says why not the MLP)
+        from replicate.conversion_proof import verify_language_model_conversion
+
+        return verify_language_model_conversion(args["paper"], source, target, request["hparams"], steps=steps)
     schedule = args.get("schedule", "constant")
     if schedule not in ("constant", "multistep"):
         raise UsageError(f"schedule must be constant or multistep (lr × 0.1 halfway), got {schedule!r}")

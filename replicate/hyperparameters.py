@@ -165,7 +165,7 @@ def make_plan(cfg, *, n_train: int, constant_batch: bool | None = None,
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return build_plan(native_convention, executed_convention, native_hparams(cfg.optimizer), optimizer=cfg.optimizer.name,
-                      batch_size=cfg.train.batch_size, seq_len=cfg.data.seq_len if cfg.data.name == "synthetic" else None,
+                      batch_size=cfg.train.batch_size, seq_len=cfg.data.seq_len if cfg.data.name in ("synthetic", "ptb") else None,
                       constant_batch=constant_batch, constant_lr=cfg.schedule.name == "constant",
                       decay_biases=cfg.optimizer.decay_biases, bias_lr_mult=cfg.optimizer.bias_lr_mult,
                       param_groups=native_param_groups(cfg.optimizer))

@@ -22,7 +22,8 @@ MODELS = ("logistic", "mlp", "mlp2", "residual_mlp", "cnn1d", "cnn1d_pool", "cnn
           "cifar10_fast_resnet9",  # replicate.cifar10_fast, through replicate.paper_models
           "theano_logreg",  # replicate.theano_tutorials, through replicate.paper_models
           "cudaconvnet_18pct",  # replicate.cuda_convnet, through replicate.paper_models
-          "airbench94")  # replicate.airbench, through replicate.paper_models
+          "airbench94",  # replicate.airbench, through replicate.paper_models
+          "zaremba_lstm")  # replicate.zaremba_lstm, through replicate.paper_models
 CONV2D_MODELS = ("cnn2d", "caffe_lenet", "caffe_cifar10_quick", "cifar_resnet", "cifar10_fast_resnet9", "cudaconvnet_18pct",
                  "airbench94")  # 4-D convolution weights: train.channels_last applies
 INITS = ("pytorch", "sklearn_glorot")  # model.init: PyTorch's default, or initialize_like_sklearn
@@ -249,9 +250,17 @@ def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomStat
 def check_model_fits(cfg, data, n_seeds: int) -> None:
     """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
     which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
-    if not data.x_train.is_floating_point():  # ptb: word ids, for a model with an embedding, which none here has yet
+    with torch.device("meta"):  # the class alone: no memory, no random numbers
+        takes_word_ids = getattr(type(build_model(cfg.model)), "takes_word_ids", False)
+    if not data.x_train.is_floating_point() and not takes_word_ids:  # ptb: word ids, for a model with an embedding
         raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
-                          "real-valued features); the PTB language model and its loop are not in the trainer yet")
+                          "real-valued features); use model.name=zaremba_lstm")
+    if takes_word_ids and (data.x_train.is_floating_point() or data.x_train.dim() != 2):
+        raise ConfigError(f"model {cfg.model.name} reads windows of word ids; dataset {data.name} with these settings "
+                          "has none: use data.name=ptb with data.seq_len and data.rows")
+    if takes_word_ids and cfg.model.input_size != data.num_classes:
+        raise ConfigError(f"model.input_size={cfg.model.input_size} but the vocabulary has {data.num_classes} words; "
+                          f"set model.input_size={data.num_classes}")
     if cfg.model.output_size != data.num_classes:
         raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
                           f"{data.num_classes} classes; set model.output_size={data.num_classes}")
@@ -259,13 +268,14 @@ def check_model_fits(cfg, data, n_seeds: int) -> None:
         model = build_model(cfg.model)
         example = torch.empty(2, *data.x_train.shape[1:], dtype=data.x_train.dtype)
         try:
-            model.to(data.x_train.dtype)(example)
+            (model if takes_word_ids else model.to(data.x_train.dtype))(example)
         except (RuntimeError, ValueError) as error:
             raise ConfigError(f"model {cfg.model.name} with model.input_size={cfg.model.input_size} does not fit "
                               f"the data's examples of shape {list(data.x_train.shape[1:])} "
                               f"({str(error).splitlines()[0][:100]}); set model.input_size to match") from None
     # parameters, gradients and up to two optimizer buffers per seed: a lower bound on what training needs
-    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * data.x_train.element_size()
+    numbers = data.x_train if data.x_train.is_floating_point() else next(model.parameters())  # word ids: the weights' size
+    needed = 4 * n_seeds * sum(p.numel() for p in model.parameters()) * numbers.element_size()
     device = data.x_train.device
     try:
         available = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"

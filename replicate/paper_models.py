@@ -21,6 +21,7 @@ from torch import nn
 from replicate.cifar10_fast import ResNet9
 from replicate.cuda_convnet import CudaConvnet18pct
 from replicate.theano_tutorials import TheanoLogisticRegression
+from replicate.zaremba_lstm import ZarembaLSTM
 
 
 def as_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -181,6 +182,7 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "theano_logreg": lambda cfg: TheanoLogisticRegression(cfg.input_size, cfg.output_size),  # replicate.theano_tutorials
     "cudaconvnet_18pct": lambda cfg: CudaConvnet18pct(output_size=cfg.output_size),
     "airbench94": lambda cfg: _airbench94(cfg),
+    "zaremba_lstm": lambda cfg: ZarembaLSTM(cfg.input_size, cfg.hidden_size or 200, dropout=cfg.dropout or 0.0),
 }
 
 

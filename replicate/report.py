@@ -54,7 +54,8 @@ def _jsonable(value):
     return str(value)
 
 
-UNITS = ("%", "fraction", "nats")  # a claim's unit; metrics are measured as fractions and nats, a % claim is compared × 100
+# a claim's unit; metrics are measured as fractions, nats and perplexities (exp of nats per word), a % claim is compared × 100
+UNITS = ("%", "fraction", "nats", "perplexity")
 
 
 def claimed_value_in_unit(metric_value: float, unit: str) -> float:

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "inv", "invscaling", "piecewise_linear", "cosine", "epoch_decay")
 
 
 def lr_multiplier(schedule, step: int, steps: int, order) -> float:
@@ -29,6 +29,8 @@ def lr_multiplier(schedule, step: int, steps: int, order) -> float:
         return 1.0 if samples_seen == 0 else 1.0 / (samples_seen + 1) ** schedule.power_t
     if name == "piecewise_linear":
         return float(np.interp(step / steps, schedule.knots, schedule.values))
+    if name == "epoch_decay":  # the base lr for constant_epochs epochs, then × gamma at the start of each further epoch
+        return schedule.gamma ** max(0, order.epoch_of(step) + 1 - schedule.constant_epochs)
     if name == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / steps))
     raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")

