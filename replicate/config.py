@@ -27,7 +27,7 @@ MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws scikit-learn's init and
 @dataclass
 class ClaimConfig:
     name: str = MISSING  # human-readable, e.g. "test accuracy (MLP)"
-    metric: str = MISSING  # one of replicate.train.METRICS: what the trainer measures for this claim
+    metric: str = MISSING  # one of replicate.evaluation.METRICS: what the trainer measures for this claim
     split: str = MISSING  # "test" | "train": the data the number is computed on
     value: float = MISSING  # the published number, in `unit`
     unit: str = MISSING  # "%" | "fraction" | "nats"

@@ -6,7 +6,7 @@ with a one-line message that the command line prints without a traceback.
 Each name a config may use is owned by the module that implements it, and imported from there:
 models.MODELS (model.name), data.DATASETS (data.name), schedule.SCHEDULES, optim.OPTIMIZERS,
 loss.LOSS_VALUES (train.loss_value), precision.PRECISIONS, log.LOGGERS, and for claims
-train.METRICS, verdict.STATISTICS and DIRECTIONS, report.UNITS.
+evaluation.METRICS, verdict.STATISTICS and DIRECTIONS, report.UNITS.
 """
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def _require_finite(value: Any, what: str) -> None:
 
 def _check_claim(claim: Any) -> None:
     from replicate.report import UNITS
-    from replicate.train import METRICS
+    from replicate.evaluation import METRICS
     from replicate.verdict import DIRECTIONS, STATISTICS
 
     _require_choice(claim.statistic, STATISTICS, f"statistic in claim {claim.name!r}")

@@ -70,7 +70,7 @@ class EarlyStopping:
 
     def after_step(self, stack, data, step: int, evaluate) -> bool:
         """Validate if due after 0-based step `step`, then apply the stop rule; True when every seed has stopped.
-        evaluate: replicate.train.evaluate (stack, x, y) → {"error", "loss"} per seed."""
+        evaluate: replicate.evaluation.evaluate (stack, x, y) → {"error", "loss"} per seed."""
         running = [m for m, stopped in enumerate(self.stopped_at) if stopped is None]
         if self.due(step + 1) and running:
             values = evaluate(stack, data.x_valid, data.y_valid)[self.criterion].tolist()

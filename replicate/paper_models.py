@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replicate.airbench import Airbench94Net
 from replicate.cifar10_fast import ResNet9
 from replicate.cuda_convnet import CudaConvnet18pct
 from replicate.theano_tutorials import TheanoLogisticRegression
@@ -181,12 +182,6 @@ PAPER_MODELS = {  # model.name → builder from the model config
     "cifar10_fast_resnet9": lambda cfg: ResNet9(output_size=cfg.output_size),  # replicate/cifar10_fast.py
     "theano_logreg": lambda cfg: TheanoLogisticRegression(cfg.input_size, cfg.output_size),  # replicate.theano_tutorials
     "cudaconvnet_18pct": lambda cfg: CudaConvnet18pct(output_size=cfg.output_size),
-    "airbench94": lambda cfg: _airbench94(cfg),
+    "airbench94": lambda cfg: Airbench94Net(output_size=cfg.output_size),
     "zaremba_lstm": lambda cfg: ZarembaLSTM(cfg.input_size, cfg.hidden_size or 200, dropout=cfg.dropout or 0.0),
 }
-
-
-def _airbench94(cfg):
-    from replicate.airbench import Airbench94Net  # its own module, named after its source
-
-    return Airbench94Net(output_size=cfg.output_size)

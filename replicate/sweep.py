@@ -21,10 +21,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from replicate.optim import build_optimizer, parameter_groups
+from replicate.evaluation import Record, eval_every, final_metrics
 from replicate.train import (
-    Inputs, LearningRate, Objective, Record, SeedResult, Shard, clip_gradients, eval_every, final_metrics, seed_stack,
-    total_steps,
-    train_step,
+    Inputs, LearningRate, Objective, SeedResult, Shard, clip_gradients, seed_stack, total_steps, train_step,
 )
 
 

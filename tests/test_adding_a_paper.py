@@ -13,7 +13,7 @@ from replicate.data import DATA_ORDERS, DATASETS
 from replicate.models import MODELS
 from replicate.report import UNITS
 from replicate.schedule import SCHEDULES
-from replicate.train import METRICS
+from replicate.evaluation import METRICS
 from replicate.verdict import DIRECTIONS, STATISTICS
 
 DOC = (ROOT / "docs" / "adding-a-paper.md").read_text()
