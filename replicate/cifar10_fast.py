@@ -19,7 +19,6 @@ left at PyTorch's 0; both train. Convolution and linear weights keep PyTorch's d
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 CHANNELS = {"prep": 64, "layer1": 128, "layer2": 256, "layer3": 512}  # net(): `channels or {...}`

@@ -2,14 +2,12 @@
 
 The oracles are transcriptions of davidcpage/cifar10-fast at 5ca5d10 (the commit of the README's claim: demo.ipynb's
 train loop with torch.optim.SGD) and of torch_backend.py's later `nesterov_update` (f79e8b8, lines 242–245)."""
-import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_in_process
 from dataset_files import write_cifar10
 from replicate.cifar10_fast import ResNet9
 from replicate.config import compose
@@ -141,17 +139,6 @@ def test_the_entry_run_in_the_mean_convention_equals_the_native_sum_run(data_roo
     assert mean_plan.conversion.exact
     for name, value in runs["null"][1].items():
         assert torch.allclose(mean_parameters[name], value, rtol=1e-9, atol=1e-13), name
-
-
-def test_the_entry_trains_a_few_small_batches_on_cpu(data_root, tmp_path):
-    """The catalog entry end to end (augmentation on, two seeds one at a time) at batch 8; tests/test_configs.py trains it
-    at its own batch of 512 only under -m slow (≈ 20 s a step on one core)."""
-    report = run_in_process([PAPER, f"data.root={data_root}", "train.batch_size=8", "train.steps=2", "seeds=2",
-                             "logger=none"], tmp_path)
-    saved = json.loads((tmp_path / "report.json").read_text())
-    accuracies = [seed["metrics"]["test_accuracy"] for seed in saved["seeds"]]
-    assert report["steps"] == 2 and len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
-    assert saved["claims"][0]["statistic"] == "median_of_n"
 
 
 def test_a_piecewise_linear_schedule_needs_a_value_per_knot():
