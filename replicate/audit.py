@@ -334,10 +334,10 @@ def _measured(claim: dict) -> str:
     verdict = claim["verdict"]
     unit = "%" if claim["unit"] == "%" else ""
     if verdict.get("n", 0) > 1:
-        return f"{verdict['mean']:.4g}{unit} ± {verdict['std']:.2g} vs {claim['claimed']:g}{unit}"
+        return f"{verdict['mean']:.4g}{unit} ± {verdict['std']:.2g} vs {claim['claimed']:.10g}{unit}"
     if claim.get("decimals") is not None:  # an exact claim: as many decimals as the source printed
         return f"{verdict['mean']:.{claim['decimals']}f}{unit} vs {claim['claimed']:.{claim['decimals']}f}{unit}"
-    return f"{verdict['mean']:.6g}{unit} vs {claim['claimed']:g}{unit}"
+    return f"{verdict['mean']:.6g}{unit} vs {claim['claimed']:.10g}{unit}"
 
 
 def render_markdown(audit: dict) -> str:

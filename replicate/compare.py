@@ -223,7 +223,7 @@ def format_cells(row: dict) -> list[str]:
     measured = format_measured({"statistic": row["statistic"], "verdict": row})
     if row["diverged"]:
         measured += f", {row['diverged']} diverged"
-    return [row["paper"], row["convention"], row["claim"], f"{row['claimed']:g}{_unit_suffix(row['unit'])}", measured,
+    return [row["paper"], row["convention"], row["claim"], f"{row['claimed']:.10g}{_unit_suffix(row['unit'])}", measured,
             row["verdict"], row["rule"], f"{row['wall_time_s']:.1f} s", row["run_dir"]]
 
 

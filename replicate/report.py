@@ -310,7 +310,7 @@ def _plot_verdict(axis, claim: dict) -> None:
         axis.legend(fontsize=7, loc="lower right")
         return
     axis.scatter([0] * len(values), values, color="black", s=12, zorder=3, label="seeds")
-    axis.axhline(claim["claimed"], color=color, linestyle="--", label=f"claim {claim['claimed']:g}")
+    axis.axhline(claim["claimed"], color=color, linestyle="--", label=f"claim {claim['claimed']:.10g}")
     if "agreement_band" in details:
         low, high = details["widened_interval"]
         axis.axhspan(*details["agreement_band"], color="tab:green", alpha=0.25, label="agreement band (REPRODUCED inside)")

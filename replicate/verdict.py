@@ -205,7 +205,7 @@ def _prediction_band(mean, std, n, claimed, tolerance, statistic, direction, n_c
                "predictive_std": spread, "difference": claimed - center, "level": level, "statistic_of": kind}
     if n_claimed:
         details["n_claimed"] = n_claimed
-    where = (f"claim {claimed:g} vs {kind} predicted at {center:.4g} ± {spread:.3g} (predictive sd); "
+    where = (f"claim {claimed:.10g} vs {kind} predicted at {center:.4g} ± {spread:.3g} (predictive sd); "
              f"{100 * level:g}% prediction interval [{low:.4g}, {high:.4g}] widened by the margin {tolerance:g} "
              f"to [{low - tolerance:.4g}, {high + tolerance:.4g}]; agreement band ±{agreement:.3g}")
     if outside:
@@ -278,12 +278,12 @@ def _tost(mean, std, n, claimed, tolerance, alpha):
                                        float(stdtr(n - 1, (difference - tolerance) / standard_error)))
         details["p_difference"] = 2 * float(stdtr(n - 1, -(abs(difference) - tolerance) / standard_error))
     if reproduced:
-        return (REPRODUCED, "tost", f"mean {mean:.4g} is within ±{tolerance:g} of {claimed:g}: the "
+        return (REPRODUCED, "tost", f"mean {mean:.4g} is within ±{tolerance:g} of {claimed:.10g}: the "
                 f"{100 * (1 - 2 * alpha):g}% interval of the difference [{interval[0]:.4g}, {interval[1]:.4g}] "
                 f"lies inside the margin", details)
     if different:
         low, high = details["difference_interval"]
-        return (NOT_REPRODUCED, "tost", f"mean {mean:.4g} differs from {claimed:g} by more than {tolerance:g}: the "
+        return (NOT_REPRODUCED, "tost", f"mean {mean:.4g} differs from {claimed:.10g} by more than {tolerance:g}: the "
                 f"{100 * (1 - alpha):g}% interval of the difference [{low:.4g}, {high:.4g}] lies outside the margin",
                 details)
     details["seeds_needed"] = _seeds_needed_t(abs(difference), tolerance, std, alpha)

@@ -198,3 +198,11 @@ def test_olympic_mean_drops_the_best_and_the_worst_seed():
     assert result.n == 3 and result.mean == pytest.approx(94.0)
     with pytest.raises(ValueError, match="at least 5"):
         judge(values[:4], claimed=94.0, tolerance=0.2, statistic="mean_of_n", n_claimed=5, olympic=True)
+
+
+def test_a_verdict_names_the_claimed_value_with_every_published_digit():
+    """A claim such as DeepLearningTutorials' 7.489583 % reads back whole (`:g` would print 7.48958)."""
+    for values, verdict in (([7.48, 7.50, 7.49], REPRODUCED), ([9.1, 9.0, 9.2], NOT_REPRODUCED)):
+        tost = judge(values, claimed=7.489583, tolerance=0.5, statistic="mean_of_n", direction="lower")
+        band = judge(values, claimed=7.489583, tolerance=0.5, statistic="single_run", direction="lower")
+        assert tost.verdict == verdict and "7.489583" in tost.explanation and "7.489583" in band.explanation
