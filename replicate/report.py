@@ -263,19 +263,14 @@ def draw_learning_curves(report: dict):
                                   label=f"seed {seed['seed']}: best validation, step {seed['early_stopping']['best_step']}")
     last_step = max((seed["curve"][-1]["step"] for seed in report["seeds"] if seed["curve"]), default=0)
     for claim in claims:
-        axis, scale = (accuracy_axis, 1.0 if claim["unit"] == "%" else 100.0) if claim["metric"].endswith(("accuracy", "error")) else (loss_axis, 1.0)
-        value = claim["claimed"] * scale
-        if claim["metric"].endswith("error"):  # drawn as the accuracy it leaves: 100 % − error
-            value = 100.0 - value
+        axis, shown, note = _claim_axis(claim, accuracy_axis, loss_axis)
         color = VERDICT_COLORS.get(claim["verdict"]["verdict"], "black")
-        axis.axhline(value, color=color, linestyle="--", linewidth=1,
-                     label=f"claim ({claim['split']}): {claim['claimed']:.10g}{_unit(claim)}"
-                           f"{' error' if claim['metric'].endswith('error') else ''} — {claim['verdict']['verdict']}")
+        axis.axhline(shown(claim["claimed"]), color=color, linestyle="--", linewidth=1,
+                     label=f"claim ({claim['split']}): {claim['claimed']:.10g}{_unit(claim)}{note} — {claim['verdict']['verdict']}")
         band = claim["verdict"]["details"].get("agreement_band")
         if band:  # the band that would have made the verdict REPRODUCED, at the end of training
-            center = (band[0] + band[1]) / 2 * scale
-            axis.errorbar(last_step, 100.0 - center if claim["metric"].endswith("error") else center, yerr=(band[1] - band[0]) / 2 * scale, color=color,
-                          capsize=6, linewidth=2)
+            low, high = sorted(shown(value) for value in band)
+            axis.errorbar(last_step, (low + high) / 2, yerr=(high - low) / 2, color=color, capsize=6, linewidth=2)
     loss_axis.set(xlabel="step", ylabel="training loss (batch mean)", yscale="log", title="training loss")
     accuracy_axis.set(xlabel="step", ylabel="accuracy (%)", title="accuracy (test solid, training dashed" + (
         ", validation dash-dot)" if any(seed.get("early_stopping") for seed in report["seeds"]) else ")"))
@@ -289,6 +284,20 @@ def draw_learning_curves(report: dict):
     figure.suptitle(f"{report['paper']['id']}: {len(report['seeds'])} seeds")
     figure.tight_layout()
     return figure
+
+
+def _claim_axis(claim: dict, accuracy_axis, loss_axis):
+    """Where a claim's line goes, the map from its unit to that axis, and what the label adds: an accuracy in %, an
+    error as the accuracy it leaves (100 % − error), a loss in nats, a perplexity as its per-word loss ln(perplexity)."""
+    metric, unit = claim["metric"], claim["unit"]
+    if metric.endswith(("accuracy", "error")):
+        scale = 1.0 if unit == "%" else 100.0
+        if metric.endswith("error"):
+            return accuracy_axis, lambda value: 100.0 - value * scale, " error"
+        return accuracy_axis, lambda value: value * scale, ""
+    if unit == "perplexity":
+        return loss_axis, math.log, f" (ln: {math.log(claim['claimed']):.4g} nats)"
+    return loss_axis, lambda value: value, ""
 
 
 def _plot_verdict(axis, claim: dict) -> None:

@@ -1,5 +1,8 @@
 """What report.md and curves.png show about a verdict: the title marker, the interval or test used, the curves."""
+import math
+
 import matplotlib.pyplot as plt
+import pytest
 
 from replicate.report import _interval_and_test, draw_learning_curves, title_marker
 from replicate.verdict import judge
@@ -47,5 +50,23 @@ def test_claims_on_the_training_split_get_their_curve_and_every_claim_its_verdic
         assert any(len(line.get_xdata()) == 10 for line in accuracy_axis.lines)  # the training-accuracy curve
         assert "matches to the printed digits" in [text.get_text() for text in verdict_axis.texts]
         assert verdict_axis.get_title() == "train accuracy: REPRODUCED"
+    finally:
+        plt.close(figure)
+
+
+def test_a_perplexity_claim_is_drawn_as_the_per_word_loss_it_means():
+    """Zaremba's 115 test perplexity goes on the loss axis (nats per word) at ln 115 = 4.745, not at 115."""
+    values = [112.0, 118.0, 116.0]
+    verdict = judge(values, claimed=115.0, tolerance=1.0, statistic="single_run", direction="lower")
+    report = {"paper": {"id": "demo"},
+              "seeds": [{"seed": 0, "curve": [{"step": s, "train_loss": 6.0 - 0.1 * s} for s in range(1, 11)]}],
+              "claims": [claim(verdict.to_dict(), metric="test_perplexity", split="test", unit="perplexity",
+                               claimed=115.0, measured=values)]}
+    figure = draw_learning_curves(report)
+    try:
+        loss_axis = figure.axes[0]
+        levels = [line.get_ydata()[0] for line in loss_axis.lines if line.get_linestyle() == "--"]
+        assert levels == [pytest.approx(math.log(115.0))]
+        assert any("115 perplexity (ln: 4.745 nats)" in text.get_text() for text in loss_axis.get_legend().get_texts())
     finally:
         plt.close(figure)
