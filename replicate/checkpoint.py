@@ -140,7 +140,8 @@ def describe_write_error(error: OSError) -> str:
 
 
 # the layout of a training checkpoint; a file of another layout (an older replicate) is refused
-CHECKPOINT_FORMAT = 4  # 3: one optimizer buffer per parameter group, a padded row per seed; 4: module buffers (BatchNorm statistics)
+CHECKPOINT_FORMAT = 4  # 3: one optimizer buffer per parameter group, a padded row per seed; 4: also module buffers
+# (BatchNorm statistics), and where a run uses them the lookahead weights, early-stopping state and LSTM hidden state
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
