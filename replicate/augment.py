@@ -50,10 +50,14 @@ def random_crop(images: torch.Tensor, padding: int, mode: str, generator: torch.
     return padded[examples, torch.arange(channels, device=images.device)[None, :, None, None], rows, cols]
 
 
+def mirror(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left to right the images where `flips` ((batch,) bool) is true."""
+    return torch.where(flips[:, None, None, None], images.flip(-1), images)
+
+
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left to right with probability 1/2."""
-    flips = torch.randint(0, 2, (images.shape[0],), generator=generator, device=images.device).bool()
-    return torch.where(flips[:, None, None, None], images.flip(-1), images)
+    return mirror(images, torch.randint(0, 2, (images.shape[0],), generator=generator, device=images.device).bool())
 
 
 def alternating_flips(indices: torch.Tensor, seeds: list[int], epoch: int, n: int) -> torch.Tensor:
@@ -92,10 +96,8 @@ def augment(images: torch.Tensor, settings, generator: torch.Generator, flips: t
     """Crop, then flip, then cutout (cifar10-fast's order), each as `settings` asks. images: (batch, C, H, W);
     flips: (batch,) bool, the images to mirror (alternating_flips), or None: a coin per image."""
     images = random_crop(images, settings.crop_padding, settings.padding_mode, generator)
-    if settings.flip and flips is not None:
-        images = torch.where(flips[:, None, None, None], images.flip(-1), images)
-    elif settings.flip:
-        images = random_flip(images, generator)
+    if settings.flip:  # a coin per image, unless the recipe alternates each image's orientation (flips)
+        images = random_flip(images, generator) if flips is None else mirror(images, flips)
     return cutout(images, settings.cutout, generator)
 
 

@@ -247,12 +247,12 @@ def _check_early_stopping(cfg: Any) -> None:
     _require_choice(early.criterion, CRITERIA, "train.early_stopping.criterion")
     for name in ("every", "patience", "patience_increase", "improvement_threshold"):
         _require_positive(early[name], f"train.early_stopping.{name}")
-    if cfg.data.name in ("mnist", "cifar10") and not cfg.data.holdout:
-        raise ConfigError("train.early_stopping.enabled=true needs a validation split: set data.holdout=N (the last N "
-                          "training examples), or train.early_stopping.enabled=false")
     if cfg.data.name not in ("mnist", "cifar10"):
         raise ConfigError(f"train.early_stopping validates on a held-out split, which data.name={cfg.data.name} does "
                           "not provide; use mnist or cifar10 with data.holdout=N, or train.early_stopping.enabled=false")
+    if not cfg.data.holdout:
+        raise ConfigError("train.early_stopping.enabled=true needs a validation split: set data.holdout=N (the last N "
+                          "training examples), or train.early_stopping.enabled=false")
 
 
 def _check_airbench_settings(cfg: Any) -> None:
