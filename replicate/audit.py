@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AuditError, UsageError) as error:
         return fail(error)
     from replicate.checkpoint import Interrupted, describe_write_error
-    from replicate.cli import check_arguments, describe_interruption, install_stop_handlers, prepare_process
+    from replicate.checkpoint import describe_interruption, install_stop_handlers
+    from replicate.cli import check_arguments, prepare_process
 
     # the paper file as `python -m replicate` checks it: known id, valid YAML, its `# @package _global_` header
     check_arguments([*(f"--config-dir={directory}" for directory in options["config_dirs"]), f"paper={options['paper']}"])

@@ -16,6 +16,7 @@ import errno
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -40,9 +41,12 @@ class Interrupted(BaseException):
 
 
 class _Stops:
-    """Signals received while a training loop defers them to its next step boundary."""
+    """Signals received while a training loop defers them to its next step boundary. latched: in a worker
+    of hydra/launcher=parallel, a stop is never raised at once and stays requested for the worker's later
+    jobs (its launcher forwards a signal the terminal already sent, and stops at once on a second one)."""
     deferring = False
     pending: int | None = None
+    latched = False
 
 
 def stop_requested() -> int | None:
@@ -52,25 +56,57 @@ def stop_requested() -> int | None:
 
 def request_stop(signal_number: int) -> None:
     """Called by the CLI's signal handler: defer the stop to the training loop, or stop now when no loop
-    is running (or when a second signal arrives before the loop reached its step boundary)."""
-    if _Stops.deferring and _Stops.pending is None:
-        _Stops.pending = signal_number
+    is running (or when a second signal arrives before the loop reached its step boundary). Latched
+    (latch_stops): deferred always, the first signal kept."""
+    if _Stops.latched or (_Stops.deferring and _Stops.pending is None):
+        _Stops.pending = _Stops.pending or signal_number
         return
     raise Interrupted(signal_number)
+
+
+def latch_stops() -> None:
+    """From now on this process defers every stop signal to a step boundary and keeps it requested."""
+    _Stops.latched = True
 
 
 class deferred_stops:
     """Within this block a stop signal ends training at the next step boundary, after a checkpoint."""
 
     def __enter__(self):
-        _Stops.deferring, _Stops.pending = True, None
+        _Stops.deferring = True
+        if not _Stops.latched:
+            _Stops.pending = None
         return self
 
     def __exit__(self, *exc_info):
-        pending, _Stops.deferring, _Stops.pending = _Stops.pending, False, None
+        pending, _Stops.deferring = _Stops.pending, False
+        if not _Stops.latched:
+            _Stops.pending = None
         if pending is not None and exc_info[0] is None:  # arrived during the last step: the group finished
             raise Interrupted(pending)
         return False
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; SLURM's notice before preemption or the time limit; a closed terminal
+
+
+def install_stop_handlers() -> None:
+    """A stop signal ends training at the next step boundary after saving a checkpoint (request_stop);
+    outside training it stops at once. Either way: one line, exit 128 + signal (the CLI's)."""
+    for name in STOP_SIGNALS:
+        # a signal ignored at start stays ignored: nohup ignores SIGHUP, a shell's background job SIGINT
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
+            signal.signal(getattr(signal, name), lambda number, frame: request_stop(number))
+
+
+def describe_interruption(stop: Interrupted, advice: str = "; rerun the same command to resume") -> str:
+    """The one line a stop leaves: where training stopped and whether its checkpoint was saved, then advice."""
+    name = signal.Signals(stop.signal_number).name
+    if stop.step is not None:
+        seeds = ", ".join(str(seed) for seed in stop.seeds)
+        saved = "checkpoint saved" if stop.saved else "no checkpoint saved by this process"
+        return f"interrupted by {name} at step {stop.step} of {stop.steps} of seed(s) {seeds} ({saved}){advice}"
+    return f"interrupted by {name}; finished seeds are kept{advice}"
 
 
 class WriteError(OSError):
