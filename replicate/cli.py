@@ -12,14 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-from replicate.checkpoint import Interrupted, describe_write_error, run_lock
+from replicate.checkpoint import Interrupted, describe_interruption, describe_write_error, install_stop_handlers, run_lock
 from replicate.config import register_schema
 from replicate.errors import ConfigError
 from replicate.hydra_setup import available_papers, conf_dir, config_dirs, register_resolvers
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    from replicate.parallel import JOB_LABEL
+
+    print(f"{JOB_LABEL['text']}error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -63,6 +65,9 @@ def check_arguments(argv: list[str]) -> None:
     for argument in argv:
         if argument.startswith("hydra.run.dir="):
             check_writable(Path(argument.split("=", 1)[1]))
+        if argument.lstrip("+~") == "hydra/launcher=joblib":
+            fail("hydra/launcher=joblib would let a stop signal or one job's error kill the other jobs mid-step; "
+                 "use hydra/launcher=parallel (the same launcher and keys, with replicate's stop handling)")
     check_override_keys(argv)
 
 
@@ -156,7 +161,10 @@ def pin_numerics(argv: list[str]) -> None:
 
 
 def main() -> None:
+    from replicate.parallel import JobsEnded, mark_launching_process
+
     prepare_process(sys.argv[1:])  # first: checking the arguments may import torch
+    mark_launching_process()
     install_stop_handlers()
     try:
         check_arguments(sys.argv[1:])
@@ -164,19 +172,32 @@ def main() -> None:
     except Interrupted as stop:
         print(describe_interruption(stop), file=sys.stderr)
         sys.exit(128 + stop.signal_number)
+    except JobsEnded as ended:  # hydra/launcher=parallel: each such job has printed its own line
+        print(ended.message, file=sys.stderr)
+        sys.exit(ended.code)
 
 
 def run_hydra() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    from replicate.parallel import register_launcher
     from replicate.replication import end_distributed, keep_out_of_collector, replicate_paper
 
     register_schema()
     register_resolvers()
+    register_launcher()
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-    def run(cfg) -> None:
+    def run(cfg) -> int | None:
+        from replicate.parallel import in_worker, run_in_worker
+
+        if in_worker():  # hydra/launcher=parallel: the job's ending is returned to the launcher, never raised
+            return run_in_worker(f"#{HydraConfig.get().job.num} {cfg.paper.id}", lambda: replicate_job(cfg))
+        replicate_job(cfg)
+        return None
+
+    def replicate_job(cfg) -> None:
         try:
             hydra_config = HydraConfig.get()
             import torch  # noqa: F401  (imported before the freeze below)
@@ -218,34 +239,6 @@ def save_hydra_files(cfg, hydra_config, run_dir: Path) -> None:
         hydra_copy.hydra.output_subdir = ".hydra"
     for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_copy), ("overrides.yaml", hydra_config.overrides.task)):
         write_atomically(run_dir / ".hydra" / name, OmegaConf.to_yaml(node))
-
-
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl-C; SLURM's notice before preemption or the time limit; a closed terminal
-
-
-def install_stop_handlers() -> None:
-    """A stop signal ends training at the next step boundary after saving a checkpoint (see
-    replicate.checkpoint.request_stop); outside training it stops at once. Either way: one line, exit 128 + signal."""
-    import signal
-
-    from replicate.checkpoint import request_stop
-
-    for name in STOP_SIGNALS:
-        # a signal ignored at start stays ignored: nohup ignores SIGHUP, a shell's background job SIGINT
-        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
-            signal.signal(getattr(signal, name), lambda number, frame: request_stop(number))
-
-
-def describe_interruption(stop) -> str:
-    import signal
-
-    name = signal.Signals(stop.signal_number).name
-    if stop.step is not None:
-        seeds = ", ".join(str(seed) for seed in stop.seeds)
-        saved = "checkpoint saved" if stop.saved else "no checkpoint saved by this process"
-        return (f"interrupted by {name} at step {stop.step} of {stop.steps} of seed(s) {seeds} ({saved}); "
-                "rerun the same command to resume")
-    return f"interrupted by {name}; finished seeds are kept; rerun the same command to resume"
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -16,6 +16,8 @@ def test_the_wheel_carries_every_config(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "replicate/conf/config.yaml" in names
     assert "replicate/conf/hydra/launcher/slurm.yaml" in names
+    assert "replicate/conf/hydra/launcher/parallel.yaml" in names
+    assert "hydra_plugins/replicate_parallel/parallel_launcher.py" in names  # where Hydra's plugin scan looks
     assert "replicate/conf/hydra/help/replicate.yaml" in names  # python -m replicate --help
     for paper in available_papers():
         assert f"replicate/conf/paper/{paper}.yaml" in names

@@ -1,0 +1,78 @@
+"""hydra/launcher=parallel: a multirun's jobs side by side in worker processes (replicate.parallel).
+
+The numbers are the jobs' own, each job takes its share of the cores, a stop signal leaves every running
+job with a checkpoint and starts no new one, and one job's error ends neither the others nor the command
+without a line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, run_command
+
+SHORT = ["paper=mnist1d_mlp", "seeds=2", "train.steps=40", "logger=none", "runtime.progress=false"]
+PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
+
+
+def per_seed(report):
+    return [(seed["seed"], seed["metrics"], seed["curve"]) for seed in report["seeds"]]
+
+
+def reports(sweep_dir):
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/report.json"))}
+
+
+def test_a_parallel_job_equals_the_job_alone_and_one_jobs_error_ends_neither_the_others_nor_silently(tmp_path):
+    alone = run_command(["replicate", *SHORT, "train.batch_size=50", f"hydra.run.dir={tmp_path / 'alone'}"])
+    assert alone.returncode == 0, alone.stderr
+    together = run_command(["replicate", "-m", "train.batch_size=50,0", *SHORT, *PARALLEL,
+                            f"hydra.sweep.dir={tmp_path / 'together'}"])
+    # the second job's one-line error: the first job still finishes, and the command fails after it
+    assert together.returncode == 2, together.stderr
+    assert "Traceback" not in together.stderr
+    assert any(line.startswith("#1 mnist1d_mlp: error: ") and "batch_size" in line
+               for line in together.stderr.splitlines()), together.stderr
+    assert together.stderr.splitlines()[-1].startswith("1 of 2 jobs did not finish (1 failed); ")
+    assert list(reports(tmp_path / "together")) == ["0_mnist1d_mlp"]
+    alone, job = json.loads((tmp_path / "alone" / "report.json").read_text()), reports(tmp_path / "together")["0_mnist1d_mlp"]
+    assert per_seed(job) == per_seed(alone)  # bit for bit: the worker runs under the numerics pinned before torch loaded
+    assert job["numerics"]["pinned"] == alone["numerics"]["pinned"]
+    assert job["numerics"]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)  # its share of the cores
+
+
+def test_a_stop_signal_saves_every_running_job_and_starts_no_other(tmp_path):
+    """SIGTERM to the launching process alone: it passes the signal on; the two running jobs save a
+    checkpoint at their next step boundary, the third never starts, and the command ends with one line."""
+    long_jobs = ["paper=mnist1d_mlp", "seeds=1", "train.steps=100000", "logger=none", "runtime.progress=false"]
+    command = [sys.executable, "-m", "replicate", "-m", "seed=0,1,2", *long_jobs, *PARALLEL,
+               f"hydra.sweep.dir={tmp_path}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    holders = [tmp_path / f"{job}_mnist1d_mlp" / ".replicate.lock.holder" for job in (0, 1)]
+    deadline = time.time() + 120
+    while not all(holder.exists() for holder in holders) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into training
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    lines = [line for line in stderr.splitlines() if "[HYDRA]" not in line and line.strip()]
+    assert any(line.startswith("#0 mnist1d_mlp: interrupted by SIGTERM at step") and "(checkpoint saved)" in line
+               for line in lines), stderr
+    assert any(line.startswith("#1 mnist1d_mlp: interrupted by SIGTERM at step") for line in lines), stderr
+    assert "#2 mnist1d_mlp: not started (SIGTERM received)" in lines, stderr
+    assert lines[-1] == ("3 of 3 jobs did not finish by SIGTERM (3 stopped); finished jobs, seeds and checkpoints "
+                         f"are kept; rerun the same command with hydra.sweep.dir={tmp_path} to resume")
+    assert "Traceback" not in stderr
+    assert (tmp_path / "0_mnist1d_mlp" / "checkpoints" / "seeds-0.pt").exists()
+    assert (tmp_path / "1_mnist1d_mlp" / "checkpoints" / "seeds-1.pt").exists()
+    assert not list(tmp_path.glob("2_mnist1d_mlp/checkpoints/*.pt"))
+
+
+def test_the_bare_joblib_launcher_is_refused_in_one_line():
+    result = run_command(["replicate", "-m", "seed=0,1", "hydra/launcher=joblib", "logger=none"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: hydra/launcher=joblib would let a stop signal or one job's error kill the other jobs mid-step; "
+        "use hydra/launcher=parallel (the same launcher and keys, with replicate's stop handling)"]
