@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import sys
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -24,26 +23,10 @@ TRIM_THRESHOLD = 256 << 20
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask: what SLURM or taskset granted), shared
     evenly among torchrun's processes on the node and among the jobs hydra/launcher=parallel runs at once."""
+    from replicate.parallel import launched_jobs
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) // parallel_jobs())
-
-
-def parallel_jobs() -> int:
-    """How many jobs of this multirun run at once on this machine: hydra/launcher=parallel's n_jobs as joblib
-    resolves it (-1: one per core), else 1."""
-    if "hydra" not in sys.modules:  # not a Hydra job (the bench, the tests' own training)
-        return 1
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return 1
-    launcher = HydraConfig.get().launcher
-    if not str(launcher.get("_target_", "")).endswith("ParallelLauncher"):
-        return 1
-    from joblib import effective_n_jobs
-
-    return max(1, effective_n_jobs(launcher.n_jobs))
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) // launched_jobs())
 
 
 def wait_passively() -> None:

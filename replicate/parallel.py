@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+LAUNCHER = "hydra_plugins.replicate_parallel.parallel_launcher.ParallelLauncher"  # conf/hydra/launcher/parallel.yaml
 _LAUNCHING_PROCESS: dict[str, int | None] = {"pid": None}
 JOB_LABEL = {"text": ""}  # in a worker: which job a line is about ("#1 mnist1d_mlp: "), read by replicate.cli.fail
 
@@ -50,9 +51,28 @@ def mark_launching_process() -> None:
     _LAUNCHING_PROCESS["pid"] = os.getpid()
 
 
+def launched_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine: hydra/launcher=parallel's n_jobs as joblib
+    resolves it (-1: one per core), or 1 (one job after another, a single run, SLURM, not a Hydra job)."""
+    if "hydra" not in sys.modules:
+        return 1
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if launcher.get("_target_") != LAUNCHER:
+        return 1
+    from joblib import effective_n_jobs
+
+    return max(1, effective_n_jobs(launcher.n_jobs))
+
+
 def in_worker() -> bool:
-    """Whether this job runs in a worker process of hydra/launcher=parallel (not where main() ran)."""
-    return _LAUNCHING_PROCESS["pid"] != os.getpid()
+    """Whether this job runs in a worker process of hydra/launcher=parallel: launched by it, in another
+    process than the one main() ran in (with n_jobs=1 joblib runs the jobs in that one)."""
+    return _LAUNCHING_PROCESS["pid"] != os.getpid() and launched_jobs() > 1
 
 
 def run_in_worker(name: str, job) -> int:
@@ -128,11 +148,14 @@ def jobs_outcome(returns, signal_number: int | None, *, sweep_dir: str) -> None:
     unfinished = [status for status in statuses if status != 0]
     if signal_number is None and not unfinished:
         return
+    if not unfinished:  # as for a single run whose stop arrives in its last step: finished, and stopped
+        raise JobsEnded(f"all {len(statuses)} jobs finished; {signal.Signals(signal_number).name} arrived as the "
+                        "last ended", 128 + signal_number)
     stopped = sum(status > 128 for status in unfinished)
     parts = ([f"{stopped} stopped"] if stopped else []) + (
         [f"{len(unfinished) - stopped} failed"] if len(unfinished) > stopped else [])
     code = 128 + signal_number if signal_number is not None else unfinished[0]
     cause = f" by {signal.Signals(signal_number).name}" if signal_number is not None else ""
-    raise JobsEnded(f"{len(unfinished)} of {len(statuses)} jobs did not finish{cause} ({', '.join(parts) or 'none'}); "
+    raise JobsEnded(f"{len(unfinished)} of {len(statuses)} jobs did not finish{cause} ({', '.join(parts)}); "
                     f"finished jobs, seeds and checkpoints are kept; rerun the same command with "
                     f"hydra.sweep.dir={sweep_dir} to resume", code)

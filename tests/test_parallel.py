@@ -70,9 +70,15 @@ def test_a_stop_signal_saves_every_running_job_and_starts_no_other(tmp_path):
     assert not list(tmp_path.glob("2_mnist1d_mlp/checkpoints/*.pt"))
 
 
-def test_the_bare_joblib_launcher_is_refused_in_one_line():
+def test_the_bare_joblib_launcher_and_jobs_in_threads_are_refused_in_one_line():
     result = run_command(["replicate", "-m", "seed=0,1", "hydra/launcher=joblib", "logger=none"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: hydra/launcher=joblib would let a stop signal or one job's error kill the other jobs mid-step; "
         "use hydra/launcher=parallel (the same launcher and keys, with replicate's stop handling)"]
+    result = run_command(["replicate", "-m", "seed=0,1", *PARALLEL, "hydra.launcher.prefer=threads", "logger=none"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: hydra.launcher.prefer=threads: hydra/launcher=parallel runs each job in its own process (backend=loky), "
+        "as a job's threads, signals and numerics are per process; leave hydra.launcher.backend, prefer and require "
+        "as they are"]
