@@ -18,8 +18,8 @@ from replicate.errors import ConfigError
 from replicate.hydra_setup import available_papers, conf_dir, config_dirs, register_resolvers
 
 
-# the joblib settings that keep hydra/launcher=parallel's jobs in worker processes
-THREADLESS_JOBLIB = ("hydra.launcher.backend=loky", "hydra.launcher.prefer=processes", "hydra.launcher.require=null")
+# the only joblib backend settings hydra/launcher=parallel accepts: each job in a worker process of its own
+PROCESS_BACKEND = ("hydra.launcher.backend=loky", "hydra.launcher.prefer=processes", "hydra.launcher.require=null")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -73,7 +73,7 @@ def check_arguments(argv: list[str]) -> None:
             fail("hydra/launcher=joblib would let a stop signal or one job's error kill the other jobs mid-step; "
                  "use hydra/launcher=parallel (the same launcher and keys, with replicate's stop handling)")
         if argument.startswith(("hydra.launcher.backend=", "hydra.launcher.prefer=", "hydra.launcher.require=")) \
-                and "hydra/launcher=parallel" in argv and argument not in THREADLESS_JOBLIB:
+                and "hydra/launcher=parallel" in argv and argument not in PROCESS_BACKEND:
             fail(f"{argument}: hydra/launcher=parallel runs each job in its own process (backend=loky), as a job's "
                  "threads, signals and numerics are per process; leave hydra.launcher.backend, prefer and require as they are")
     check_override_keys(argv)
