@@ -10,7 +10,10 @@ import subprocess
 import sys
 import time
 
+from hydra.core.utils import JobReturn, JobStatus
+
 from conftest import ROOT, run_command
+from replicate.parallel import JobsEnded, jobs_outcome
 
 SHORT = ["paper=mnist1d_mlp", "seeds=2", "train.steps=40", "logger=none", "runtime.progress=false"]
 PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
@@ -82,3 +85,25 @@ def test_the_bare_joblib_launcher_and_jobs_in_threads_are_refused_in_one_line():
         "error: hydra.launcher.prefer=threads: hydra/launcher=parallel runs each job in its own process (backend=loky), "
         "as a job's threads, signals and numerics are per process; leave hydra.launcher.backend, prefer and require "
         "as they are"]
+
+
+def ended(statuses, signal_number=None):
+    """What jobs_outcome makes of Hydra's job returns with these statuses: None, or (message, exit status)."""
+    returns = [JobReturn(status=JobStatus.COMPLETED, _return_value=status) for status in statuses]
+    try:
+        jobs_outcome(returns, signal_number, sweep_dir="multirun/x")
+    except JobsEnded as end:
+        return end.message, end.code
+    return None
+
+
+def test_the_commands_last_line_and_status_from_its_jobs_endings():
+    assert ended([0, None, 0]) is None  # None: the job ran in the launching process (n_jobs=1)
+    assert ended([0, 2, 1]) == ("2 of 3 jobs did not finish (2 failed); finished jobs, seeds and checkpoints are "
+                                "kept; rerun the same command with hydra.sweep.dir=multirun/x to resume", 2)
+    assert ended([143, 2, 143], signal.SIGTERM) == (
+        "3 of 3 jobs did not finish by SIGTERM (2 stopped, 1 failed); finished jobs, seeds and checkpoints are kept; "
+        "rerun the same command with hydra.sweep.dir=multirun/x to resume", 143)
+    assert ended([0, 0], signal.SIGINT) == ("all 2 jobs finished; SIGINT arrived as the last ended", 130)
+    crashed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("a bug"))
+    jobs_outcome([crashed], signal.SIGTERM, sweep_dir="x")  # left to Hydra's sweeper, which shows the traceback
