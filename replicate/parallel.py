@@ -137,6 +137,21 @@ class forwarded_stops:
         return False
 
 
+@contextlib.contextmanager
+def stopped_at_once(sweep_dir: str):
+    """A second stop signal ends the launch at once (joblib kills its workers): say so in one line, with
+    where the sweep's files are, since a multirun's default directory is new for every command."""
+    from replicate.checkpoint import Interrupted
+
+    try:
+        yield
+    except Interrupted as stop:
+        name = signal.Signals(stop.signal_number).name
+        raise JobsEnded(f"stopped at once by a second {name}: running jobs keep their last periodic checkpoint, "
+                        f"finished jobs and seeds are kept; rerun the same command with hydra.sweep.dir={sweep_dir} "
+                        "to resume", 128 + stop.signal_number) from None
+
+
 def jobs_outcome(returns, signal_number: int | None, *, sweep_dir: str) -> None:
     """Raise JobsEnded when a stop signal arrived or a job returned a nonzero status; else return. A job
     that raised (a crash, not a one-line error) is left to Hydra's sweeper, which reports it with its traceback."""

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from hydra.core.utils import JobReturn, JobStatus
 
 from conftest import ROOT, run_command
-from replicate.parallel import JobsEnded, jobs_outcome
+from replicate.checkpoint import Interrupted
+from replicate.parallel import JobsEnded, jobs_outcome, stopped_at_once
 
 SHORT = ["paper=mnist1d_mlp", "seeds=2", "train.steps=40", "logger=none", "runtime.progress=false"]
 PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
@@ -107,3 +109,9 @@ def test_the_commands_last_line_and_status_from_its_jobs_endings():
     assert ended([0, 0], signal.SIGINT) == ("all 2 jobs finished; SIGINT arrived as the last ended", 130)
     crashed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("a bug"))
     jobs_outcome([crashed], signal.SIGTERM, sweep_dir="x")  # left to Hydra's sweeper, which shows the traceback
+    # a second signal stops the launch at once (replicate.checkpoint.request_stop raises in the launching process)
+    with pytest.raises(JobsEnded) as end, stopped_at_once("multirun/x"):
+        raise Interrupted(signal.SIGINT)
+    assert (end.value.message, end.value.code) == (
+        "stopped at once by a second SIGINT: running jobs keep their last periodic checkpoint, finished jobs "
+        "and seeds are kept; rerun the same command with hydra.sweep.dir=multirun/x to resume", 130)

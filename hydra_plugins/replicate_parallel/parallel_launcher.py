@@ -11,9 +11,10 @@ class ParallelLauncher(JoblibLauncher):
     with one line and the jobs' exit status when some of them did not finish."""
 
     def launch(self, job_overrides, initial_job_idx):
-        from replicate.parallel import forwarded_stops, jobs_outcome
+        from replicate.parallel import forwarded_stops, jobs_outcome, stopped_at_once
 
-        with forwarded_stops() as stops:
+        sweep_dir = str(self.config.hydra.sweep.dir)
+        with forwarded_stops() as stops, stopped_at_once(sweep_dir):
             returns = super().launch(job_overrides, initial_job_idx)
-        jobs_outcome(returns, stops.signal_number, sweep_dir=str(self.config.hydra.sweep.dir))
+        jobs_outcome(returns, stops.signal_number, sweep_dir=sweep_dir)
         return returns
