@@ -188,8 +188,9 @@ def main() -> None:
 def run_hydra() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from replicate.parallel import register_launcher
+    from replicate.parallel import JobsEnded, register_launcher
     from replicate.replication import end_distributed, keep_out_of_collector, replicate_paper
 
     register_schema()
@@ -202,7 +203,15 @@ def run_hydra() -> None:
 
         if in_worker():  # hydra/launcher=parallel: the job's ending is returned to the launcher, never raised
             return run_in_worker(f"#{HydraConfig.get().job.num} {cfg.paper.id}", lambda: replicate_job(cfg))
-        replicate_job(cfg)
+        try:
+            replicate_job(cfg)
+        except Interrupted as stop:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            # a multirun's sweep directory is new for every command (its default holds the time): name it
+            raise JobsEnded(describe_interruption(stop, advice=f"; rerun the same command with "
+                                                             f"hydra.sweep.dir={HydraConfig.get().sweep.dir} to resume"),
+                            128 + stop.signal_number) from None
         return None
 
     def replicate_job(cfg) -> None:

@@ -75,6 +75,25 @@ def test_a_stop_signal_saves_every_running_job_and_starts_no_other(tmp_path):
     assert not list(tmp_path.glob("2_mnist1d_mlp/checkpoints/*.pt"))
 
 
+def test_a_stopped_multirun_one_job_after_another_names_its_sweep_directory_to_resume(tmp_path):
+    """Without the parallel launcher too: a multirun's default sweep directory holds the time, so "rerun the same
+    command" alone would start afresh in a new one."""
+    command = [sys.executable, "-m", "replicate", "-m", "seed=0,1", "paper=mnist1d_mlp", "seeds=1", "train.steps=100000",
+               "logger=none", "runtime.progress=false", f"hydra.sweep.dir={tmp_path}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    holder, deadline = tmp_path / "0_mnist1d_mlp" / ".replicate.lock.holder", time.time() + 120
+    while not holder.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM") and last.endswith(
+        f"; rerun the same command with hydra.sweep.dir={tmp_path} to resume"), stderr
+    assert not (tmp_path / "1_mnist1d_mlp").exists()  # the second job never started
+
+
 def test_the_bare_joblib_launcher_and_jobs_in_threads_are_refused_in_one_line():
     result = run_command(["replicate", "-m", "seed=0,1", "hydra/launcher=joblib", "logger=none"])
     assert result.returncode == 2
