@@ -4,7 +4,7 @@ perplexity, exp of the mean per-word negative log-likelihood. This module owns w
 replicate.train calls it where its loop meets one (a model whose class sets `takes_word_ids`).
 
     result = evaluate_windows(model, data.x_test, data.y_test)   # {"loss", "perplexity", "accuracy", "final_state"}
-    epochs = EpochStates(model, data, steps_per_epoch)           # then epochs.after_step(done) after each update
+    epochs = EpochStates(model, data, steps_per_epoch, steps)    # then epochs.after_step(done) after each update
 
 The training windows (replicate.datasets.ptb.window_fields) are taken in order, `data.order=sequential` with the batch
 size equal to the rows, so step k reads window k mod windows of every row, and the state each row ends a window in is
@@ -55,13 +55,14 @@ class EpochStates:
     """main.lua's hidden state at each epoch's start. After an epoch's last update main.lua validates (`run_valid`,
     line 266), which zeroes `model.start_s` and leaves in it the state validation ended in; the next training window
     copies that state into its start (`fp` line 157) *before* noticing the wrap and zeroing `start_s` (lines 158–159).
-    So epoch 1 starts from zeros, and every later epoch from the state the validation pass ended in."""
+    So epoch 1 starts from zeros, and every later epoch from the state the validation pass ended in. After the run's
+    last step no epoch follows: the final metrics validate again (language_model_metrics), so no pass is run here."""
 
-    def __init__(self, model, data, steps_per_epoch: int):
-        self.model, self.data, self.steps_per_epoch = model, data, steps_per_epoch
+    def __init__(self, model, data, steps_per_epoch: int, steps: int):
+        self.model, self.data, self.steps_per_epoch, self.steps = model, data, steps_per_epoch, steps
 
     def after_step(self, done: int) -> None:
-        if done % self.steps_per_epoch or self.data.x_valid is None:
+        if done % self.steps_per_epoch or done >= self.steps or self.data.x_valid is None:
             return
         self.model.state = evaluate_windows(self.model, self.data.x_valid, self.data.y_valid)["final_state"]
 

@@ -80,7 +80,7 @@ def train_seeds(cfg, data: Dataset, plan: Plan, seeds: list[int], *, vectorize: 
     lookahead = Lookahead.over(stack, cfg.lookahead, steps)  # after the optimizer: parameters are views of its buffers
     saver = Checkpoints(checkpoint, steps)
     # language models: the hidden state at each epoch's start, as main.lua leaves it (replicate.language_model)
-    epochs = EpochStates(stack.module, data, order.steps_per_epoch) if is_language_model(stack.module) else None
+    epochs = EpochStates(stack.module, data, order.steps_per_epoch, steps) if is_language_model(stack.module) else None
     start = saver.restore(stack, optimizer, order, record, scaler, stopper, lookahead)
     if progress is not None and start:
         progress.update(start * n_seeds)  # progress counts seed-steps

@@ -105,13 +105,16 @@ def test_each_epoch_after_the_first_starts_from_the_state_validation_ended_in(pt
     model = ZarembaLSTM(VOCABULARY, 8).double()
     model(data.x_train[:20])
     carried = [s.clone() for s in model.state]
-    epochs = EpochStates(model, data, steps_per_epoch=3)
+    epochs = EpochStates(model, data, steps_per_epoch=3, steps=6)
     epochs.after_step(2)
     assert all(torch.equal(a, b) for a, b in zip(model.state, carried))  # mid-epoch: the window's own state goes on
     epochs.after_step(3)
     validated = evaluate_windows(model, data.x_valid, data.y_valid)["final_state"]
     assert all(torch.equal(a, b) for a, b in zip(model.state, validated))
     assert not torch.equal(model.state[1], carried[1])
+    before_last = [s.clone() for s in model.state]
+    epochs.after_step(6)  # the run's last step: no epoch follows, and the final metrics validate once more themselves
+    assert all(torch.equal(a, b) for a, b in zip(model.state, before_last))
 
 
 def test_epoch_decay_is_main_luas_loop():
