@@ -60,18 +60,23 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return mirror(images, torch.randint(0, 2, (images.shape[0],), generator=generator, device=images.device).bool())
 
 
-def alternating_flips(indices: torch.Tensor, seeds: list[int], epoch: int, n: int) -> torch.Tensor:
+def flip_orientations(seeds: list[int], n: int, device) -> torch.Tensor:
     """airbench's flip (KellerJordan/cifar10-airbench legacy/airbench94.py at f1c599c, lines 131–147): a random half
     of the n training images is mirrored once, and every image is mirrored again on odd epochs, so each image
-    alternates between its two orientations from epoch to epoch. The first orientation is one coin per image and
-    seed, drawn from the seed alone. indices: (n_seeds, batch) training-set indices → (n_seeds, batch) bool."""
-    generator = torch.Generator(device=indices.device)
+    alternates between its two orientations from epoch to epoch. This is the first orientation, one coin per image
+    and seed, drawn from the seed alone, once per run: (n_seeds, n) bool."""
+    generator = torch.Generator(device=device)
     rows = []
-    for row, seed in zip(indices, seeds):
+    for seed in seeds:
         generator.manual_seed(step_seed(seed, 0, FLIP_STREAM))
-        first = torch.randint(0, 2, (n,), generator=generator, device=indices.device).bool()
-        rows.append(first[row] ^ bool(epoch % 2))
+        rows.append(torch.randint(0, 2, (n,), generator=generator, device=device).bool())
     return torch.stack(rows)
+
+
+def alternating_flips(first: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The images of a batch to mirror in `epoch`: first (flip_orientations) at the batch's training-set indices
+    ((n_seeds, batch)), inverted on odd epochs → (n_seeds, batch) bool."""
+    return first.gather(1, indices) ^ bool(epoch % 2)
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from replicate.checkpoint import Interrupted, load_checkpoint, save_checkpoint, stop_requested
-from replicate.augment import DROPOUT_STREAM, alternating_flips, augment_seeds, is_active, step_seed
+from replicate.augment import DROPOUT_STREAM, alternating_flips, augment_seeds, flip_orientations, is_active, step_seed
 from replicate.data import BatchOrder, Dataset
 from replicate.early_stopping import EarlyStopping
 from replicate.evaluation import Record, eval_every, evaluate, final_metrics
@@ -236,11 +236,16 @@ class Inputs:
     augment: object | None  # the augment config, or None: the images as they are
     dropout: bool  # the model draws random masks (it trains its seeds alone: SeedStack.trains_seeds_alone)
     steps_per_epoch: int = 0  # for augment.flip_alternating, whose orientation changes each epoch
+    first_orientations: torch.Tensor | None = None  # augment.flip_alternating: (n_seeds, n_train) bool, drawn once
 
     @classmethod
     def of(cls, cfg, data: Dataset, seeds: list[int], stack: SeedStack, steps_per_epoch: int = 0) -> Inputs:
         augment = OmegaConf.select(cfg, "augment")
-        return cls(data, tuple(seeds), augment if is_active(augment) else None, stack.trains_seeds_alone, steps_per_epoch)
+        augment = augment if is_active(augment) else None
+        first = None
+        if augment is not None and augment.flip and augment.flip_alternating:
+            first = flip_orientations(seeds, len(data.y_train), data.y_train.device)
+        return cls(data, tuple(seeds), augment, stack.trains_seeds_alone, steps_per_epoch, first)
 
     def micro_batches(self, indices: torch.Tensor, step: int, shard: Shard) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(x, y) of this rank's micro-batches. The whole global batch is augmented, then shared out: the same
@@ -249,8 +254,8 @@ class Inputs:
         if self.augment is None:
             return [(self.data.x_train[part], self.data.y_train[part]) for part in parts]
         flips = None
-        if self.augment.flip and self.augment.flip_alternating:
-            flips = alternating_flips(indices, list(self.seeds), step // self.steps_per_epoch, len(self.data.y_train))
+        if self.first_orientations is not None:
+            flips = alternating_flips(self.first_orientations, indices, step // self.steps_per_epoch)
         images = shard.parts(augment_seeds(self.data.x_train[indices], self.augment, list(self.seeds), step, flips))
         return [(x, self.data.y_train[part]) for x, part in zip(images, parts)]
 

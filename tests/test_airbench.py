@@ -223,19 +223,21 @@ def test_airbench_net_is_the_sources_shape():
 def test_alternating_flip_mirrors_each_image_every_other_epoch():
     """airbench's flip (lines 131–147): a random half mirrored at first, then every image's orientation alternates
     by epoch; each seed draws its own first half, from the seed alone (a resumed run draws the same)."""
-    from replicate.augment import alternating_flips, augment_seeds
+    from replicate.augment import alternating_flips, augment_seeds, flip_orientations
     from replicate.config import AugmentConfig
 
     n = 1000
     everything = torch.arange(n).expand(2, n)
-    epochs = [alternating_flips(everything, [0, 1], epoch, n) for epoch in range(3)]
+    first = flip_orientations([0, 1], n, "cpu")
+    epochs = [alternating_flips(first, everything, epoch) for epoch in range(3)]
     assert torch.equal(epochs[0] ^ epochs[1], torch.ones(2, n, dtype=torch.bool)) and torch.equal(epochs[0], epochs[2])
     assert abs(epochs[0][0].float().mean().item() - 0.5) < 0.05  # 1000 coins: 0.5 ± 0.016 (1 sd)
     assert not torch.equal(epochs[0][0], epochs[0][1])  # each seed its own
     batch = torch.tensor([[5, 7, 11], [5, 7, 11]])
-    assert torch.equal(alternating_flips(batch, [0, 1], 1, n), epochs[1][:, [5, 7, 11]])  # by training-set index
+    assert torch.equal(alternating_flips(first, batch, 1), epochs[1][:, [5, 7, 11]])  # by training-set index
+    assert torch.equal(flip_orientations([1], n, "cpu")[0], first[1])  # each seed's coins from the seed alone
     images = torch.randn(2, 3, 1, 2, 2)
-    flips = alternating_flips(batch, [0, 1], 0, n)
+    flips = alternating_flips(first, batch, 0)
     mirrored = augment_seeds(images, AugmentConfig(flip=True, flip_alternating=True), [0, 1], step=3, flips=flips)
     assert torch.equal(mirrored, torch.where(flips[..., None, None, None], images.flip(-1), images))
 
