@@ -250,8 +250,11 @@ def initialize_like_sklearn(model: nn.Module, random_state: np.random.RandomStat
 def check_model_fits(cfg, data, n_seeds: int) -> None:
     """The model's sizes fit the data, and its parameters fit in memory: checked on PyTorch's meta device,
     which builds the model and runs a forward pass with shapes only (no memory, no random numbers)."""
-    with torch.device("meta"):  # the class alone: no memory, no random numbers
-        takes_word_ids = getattr(type(build_model(cfg.model)), "takes_word_ids", False)
+    from replicate.language_model import is_language_model
+
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    takes_word_ids = is_language_model(model)
     if not data.x_train.is_floating_point() and not takes_word_ids:  # ptb: word ids, for a model with an embedding
         raise ConfigError(f"dataset {data.name} holds word ids, which model {cfg.model.name} cannot take (it reads "
                           "real-valued features); use model.name=zaremba_lstm")
@@ -265,7 +268,6 @@ def check_model_fits(cfg, data, n_seeds: int) -> None:
         raise ConfigError(f"model.output_size={cfg.model.output_size} but dataset {data.name} has "
                           f"{data.num_classes} classes; set model.output_size={data.num_classes}")
     with torch.device("meta"):
-        model = build_model(cfg.model)
         example = torch.empty(2, *data.x_train.shape[1:], dtype=data.x_train.dtype)
         try:
             (model if takes_word_ids else model.to(data.x_train.dtype))(example)
